@@ -33,8 +33,9 @@ book: $(STAMP)
 	@echo "Open _build/html/index.html"
 
 ## Unit tests, nbval over the chapters (re-executed), and a build of the book.
+NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1800
 test: $(STAMP)
-	$(PY) -m pytest tests -ra
+	$(PY) -m pytest tests book $(NBVAL_FLAGS) -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

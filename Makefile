@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+PROFILE ?= quick
+CHAPTERS ?=
 JB_FLAGS := -W -n --keep-going
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -22,6 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (model-collapse book)" >/dev/null
+	@# The browser test drives Debian's Chromium; without one it skips and says why.
+	command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: could not install chromium; tests/test_browser.py will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -36,6 +43,16 @@ book: $(STAMP)
 NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1800
 test: $(STAMP)
 	$(PY) -m pytest tests book $(NBVAL_FLAGS) -ra $(PYTEST_ARGS)
+
+## Run a profile's chapters with papermill into reproductions/$(PROFILE)/ and build its book:
+##   make reproduce PROFILE=quick|paper|path.yaml [CHAPTERS=02_discrete_chain,03_gaussian]
+reproduce: $(STAMP)
+	$(PY) -m mcutils.reproduce --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS))
+
+## JupyterLab on the book's folder with the project's kernel (python3 of .venv).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book --MappingKernelManager.default_kernel_name=python3 \
+	  $(shell [ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -137,12 +137,23 @@ def generational_loop(real, fit: Callable, sample: Callable, n_generations: int,
     ``n_generations`` more.  ``fit(data, rng)`` returns a model,
     ``sample(model, n, rng)`` returns ``n`` new data points; the next training
     set is formed by ``policy`` (see the module docstring).  A generator, so a
-    caller can record, plot or stop at any generation.
+    caller can record, plot or stop at any generation.  The parameters are
+    checked when it is called, before any ``fit``.
     """
     validate.non_negative_int("n_generations", n_generations)
     policy = make_policy(policy)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if len(real) == 0:
+        raise validate.ParameterError("real must hold at least one data point, got an empty dataset")
     n = len(real) if n_samples is None else validate.positive_int("n_samples", n_samples)
+    if policy.n_real_kept(n) > len(real):
+        raise validate.ParameterError(
+            f"real_fraction={policy.real_fraction} keeps {policy.n_real_kept(n)} real points a "
+            f"generation but real holds only {len(real)}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return _loop(real, fit, sample, n_generations, policy, n, rng, concat, take)
+
+
+def _loop(real, fit, sample, n_generations, policy, n, rng, concat, take) -> Iterator[Generation]:
     data = real
     history: list = []
     for index in range(n_generations + 1):

@@ -6,6 +6,7 @@ what it got and what is allowed.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Iterable
 
@@ -42,8 +43,8 @@ def non_negative_int(name: str, value) -> int:
 def number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
            strict_minimum: bool = False) -> float:
     """A real number in a range; ``strict_minimum`` excludes the minimum itself."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value:
-        raise ParameterError(f"{name} must be a real number, got {value!r}")
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ParameterError(f"{name} must be a finite real number, got {value!r}")
     if minimum is not None:
         if strict_minimum and value <= minimum:
             raise ParameterError(f"{name} must be > {minimum}, got {value}")

@@ -1,0 +1,192 @@
+"""The pre-trained model every generation starts from: OPT-125m, or a tiny OPT built here.
+
+Real path: ``AutoModelForCausalLM.from_pretrained("facebook/opt-125m")`` and
+its tokenizer, exactly as a user online calls them (a local folder in Hugging
+Face format goes through the same calls).  Offline stand-in (quick profile):
+an ``OPTConfig`` of the same architecture, a few hundred thousand parameters,
+whose vocabulary is the synthetic language's tokenizer (sizes equal, so no id
+decodes to nothing), pre-trained on the *related* language of
+:mod:`mcutils.lm.language` so that, like OPT-125m on wikitext-2, it knows the
+words but still has to be fine-tuned on the target.
+
+The pre-trained tiny model is cached in safetensors under
+``$MCUTILS_CACHE_DIR``, else ``<checkout>/.mcutils_cache`` (git-ignored),
+else ``~/.cache/mcutils``, in a folder named by the hash of its settings; a
+fresh clone rebuilds it on first use.
+"""
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .. import runs, validate
+from . import dist
+from .settings import TINY, ChainSettings, HubUnavailable, hub_offline, offline_advice
+
+CACHE_FORMAT = 1  # bump when the way the tiny model is built changes
+PRETRAINING_INFO = "mcutils_pretraining.json"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("MCUTILS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    root = runs.repo_root()
+    return root / ".mcutils_cache" if root is not None else Path.home() / ".cache" / "mcutils"
+
+
+def tiny_key(settings: ChainSettings) -> dict:
+    """Everything the pre-trained tiny model depends on."""
+    return {"format": CACHE_FORMAT, "language": settings.language.to_dict(),
+            "tiny": settings.to_dict()["tiny"], "block_size": settings.block_size}
+
+
+def tiny_dir(settings: ChainSettings) -> Path:
+    return cache_dir() / "lm" / runs.run_name("tiny-opt", tiny_key(settings))
+
+
+def tiny_config(vocab_size: int, settings: ChainSettings):
+    """OPT's architecture at toy size; positions for a prompt block plus its continuation."""
+    from transformers import OPTConfig
+
+    spec = settings.tiny
+    return OPTConfig(
+        vocab_size=vocab_size, hidden_size=spec.hidden_size, word_embed_proj_dim=spec.hidden_size,
+        num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads, ffn_dim=spec.ffn_dim,
+        max_position_embeddings=2 * settings.block_size, dropout=spec.dropout, attention_dropout=0.0,
+        activation_function="relu", do_layer_norm_before=True,
+        pad_token_id=1, bos_token_id=2, eos_token_id=2)  # OPT's own special ids
+
+
+@contextmanager
+def _lock(path: Path):
+    """One builder at a time (two notebooks may start at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_tiny(settings: ChainSettings, device: str = "cpu", progress: bool = True, log=print) -> Path:
+    """The cached pre-trained tiny model's folder, built first if absent (about a minute on 2 cores)."""
+    target = tiny_dir(settings)
+    if (target / PRETRAINING_INFO).is_file():
+        return target
+    if dist.rank_and_world()[1] > 1:  # every process trains (DDP); the first one writes
+        _build_tiny(settings, target, device, progress, log)
+        dist.barrier()
+        return target
+    with _lock(target.parent / f".{target.name}.lock"):
+        if not (target / PRETRAINING_INFO).is_file():
+            _build_tiny(settings, target, device, progress, log)
+    return target
+
+
+def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bool, log) -> None:
+    import numpy as np
+    import torch
+    from transformers import OPTForCausalLM
+
+    from .data import tokenize_and_cut
+    from .language import SyntheticLanguage
+    from .train import fine_tune
+
+    spec = settings.tiny
+    if dist.is_main():
+        log(f"pre-training the tiny OPT on the related language ({spec.pretrain_tokens:,} tokens, "
+            f"{spec.pretrain_epochs} epochs); cached in {target}")
+    language = SyntheticLanguage(settings.language)
+    tokenizer = language.tokenizer()
+    lines = language.sample_text(spec.pretrain_tokens, seed=101, pretraining=True)
+    blocks = tokenize_and_cut(lines, tokenizer, settings.block_size)
+    held_out = tokenize_and_cut(language.sample_text(64 * settings.block_size, seed=102, pretraining=True),
+                                tokenizer, settings.block_size)
+    torch.manual_seed(settings.language.seed)
+    model = OPTForCausalLM(tiny_config(len(tokenizer), settings))
+    result = fine_tune(model, blocks, held_out, epochs=spec.pretrain_epochs,
+                       learning_rate=spec.pretrain_learning_rate,
+                       min_learning_rate=spec.pretrain_learning_rate / 100,
+                       batch_size=spec.pretrain_batch_size, seed=settings.language.seed, device=device,
+                       progress=progress, description="pre-train tiny OPT")
+    if dist.is_main():
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        info = {"key": tiny_key(settings), "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                "pretraining": result.to_dict(), "n_blocks": int(len(blocks)),
+                "held_out_perplexity": float(np.exp(result.best_validation_loss)),
+                "true_perplexity_related_language": float(np.exp(-np.sum(
+                    language.unigram[:, None] * language.pretraining_transition
+                    * np.log(language.pretraining_transition))))}
+        runs.atomic_write_json(scratch / PRETRAINING_INFO, info)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch, target)
+
+
+def load_tokenizer(settings: ChainSettings, device: str = "cpu", progress: bool = True, log=print):
+    """The tokenizer of ``settings.model`` (the tiny model's is the synthetic language's)."""
+    from transformers import AutoTokenizer
+
+    source = str(ensure_tiny(settings, device, progress, log)) if settings.model == TINY else settings.model
+    return _from_pretrained(AutoTokenizer, source)
+
+
+def load_base_model(settings: ChainSettings, device: str = "cpu", progress: bool = True, log=print):
+    """``(model, tokenizer)``: the pre-trained model every generation starts from, in fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = str(ensure_tiny(settings, device, progress, log)) if settings.model == TINY else settings.model
+    tokenizer = load_tokenizer(settings, device, progress, log)
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=torch.float32)
+    if settings.model == TINY and model.config.vocab_size != len(tokenizer):
+        raise RuntimeError(f"cached tiny model in {source} has vocab_size {model.config.vocab_size} "
+                           f"but its tokenizer {len(tokenizer)}; delete the folder to rebuild it")
+    return model.eval(), tokenizer
+
+
+def _from_pretrained(cls, source: str, **kwargs):
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        if hub_offline() and not os.path.isdir(source):
+            raise HubUnavailable(offline_advice(f"model {source!r}")) from exc
+        raise validate.ParameterError(f"could not load model {source!r}: {exc}") from exc
+
+
+def fresh_copy(model):
+    """A copy of the pre-trained model to fine-tune (every generation starts from it)."""
+    return copy.deepcopy(model)
+
+
+def save_model(model, folder: Path) -> None:
+    """Weights as safetensors with their config, written to a scratch folder then renamed."""
+    folder = Path(folder)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    model.save_pretrained(scratch)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(scratch, folder)
+
+
+def load_model(folder: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def info(settings: ChainSettings) -> dict:
+    """The cached tiny model's pre-training record (empty for a real model)."""
+    path = tiny_dir(settings) / PRETRAINING_INFO
+    return json.loads(path.read_text()) if settings.model == TINY and path.is_file() else {}

@@ -1,0 +1,353 @@
+"""Variational autoencoders retrained on their own decoder's samples (Shumailov et al., supplementary, Fig. 9).
+
+The paper trains a VAE on MNIST, draws latents from the prior N(0, I),
+decodes them, and trains the next VAE (from scratch) on those decoded
+images only; over the generations the samples lose variety and the digit
+classes blend (Fig. 9).  The official notebook measures the spread of each
+generation's samples in the latent space of the first VAE.
+
+The architecture is the official one (after :cite:`kingma2014vae`): an
+encoder of two 4×4, stride-2 convolutions (1 → 64 → 128 channels) followed
+by linear maps to the mean and log-variance of a 20-dimensional latent, and a
+mirrored decoder (linear, two transposed convolutions) ending in a sigmoid.
+The loss is binary cross-entropy plus the KL divergence to the prior; Adam
+with learning rate 1e-3 and weight decay 1e-5.  Each convolution halves the
+side of the image, so the same layers fit 28×28 MNIST (7×7 feature maps)
+and scikit-learn's bundled 8×8 digits (2×2 feature maps) of the quick profile.
+
+Images are numpy ``float32`` arrays ``(n, 1, side, side)`` in [0, 1], so
+that the policies of :mod:`mcutils.generational` apply unchanged.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import generational, runs, validate
+
+DATASETS = ("digits", "mnist")
+MNIST_HUB_ID = "ylecun/mnist"
+# Bump when a change of this module changes what a stored generation holds.
+FORMAT_VERSION = 1
+
+
+class DataUnavailableError(RuntimeError):
+    """A data set that cannot be loaded here (for example MNIST without internet)."""
+
+
+# --------------------------------------------------------------------------- data
+
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images, offline), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None]
+    return images, digits.target.astype(np.int64)
+
+
+def images_from_hf(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 1, 28, 28)`` in [0, 1] and labels from a Hugging Face MNIST split."""
+    images = np.stack([np.asarray(im, dtype=np.uint8) for im in dataset["image"]])
+    if images.ndim != 3:
+        raise ValueError(f"expected grey-scale images (n, height, width), got shape {images.shape}")
+    return (images.astype(np.float32) / 255.0)[:, None], np.asarray(dataset["label"], dtype=np.int64)
+
+
+def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST through its public loader, ``datasets.load_dataset("ylecun/mnist")``.
+
+    Needs internet the first time (then the Hugging Face cache); offline and
+    uncached it fails at once with :class:`DataUnavailableError`.
+    """
+    validate.choice("split", split, ["train", "test"])
+    try:
+        from datasets import load_dataset
+        dataset = load_dataset(MNIST_HUB_ID, split=split)
+    except Exception as exc:  # offline, no cache, hub unreachable
+        raise DataUnavailableError(
+            f"MNIST ({MNIST_HUB_ID!r}, split {split!r}) could not be loaded: {type(exc).__name__}: {exc}. "
+            "It is downloaded from the Hugging Face hub the first time (internet needed, then cached). "
+            "Offline, use dataset='digits' (the quick profile's bundled 8x8 digits).") from exc
+    return images_from_hf(dataset)
+
+
+def load_images(dataset: str = "digits") -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels of ``"digits"`` (quick, offline) or ``"mnist"`` (paper)."""
+    validate.choice("dataset", dataset, DATASETS)
+    return load_digits_images() if dataset == "digits" else load_mnist("train")
+
+
+# --------------------------------------------------------------------------- the model
+
+class VAE(nn.Module):
+    """The official convolutional VAE, for square images whose side is a multiple of 4."""
+
+    def __init__(self, image_size: int = 28, latent_dim: int = 20, channels: tuple[int, int] = (64, 128)):
+        super().__init__()
+        validate.positive_int("image_size", image_size)
+        if image_size % 4:
+            raise validate.ParameterError(
+                f"image_size must be a multiple of 4 (two stride-2 convolutions), got {image_size}")
+        validate.positive_int("latent_dim", latent_dim)
+        c1, c2 = channels
+        self.image_size, self.latent_dim = image_size, latent_dim
+        self.feature_shape = (c2, image_size // 4, image_size // 4)
+        n_features = int(np.prod(self.feature_shape))
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.to_mean = nn.Linear(n_features, latent_dim)
+        self.to_logvar = nn.Linear(n_features, latent_dim)
+        self.from_latent = nn.Linear(latent_dim, n_features)
+        self.decoder = nn.Sequential(
+            nn.ReLU(), nn.Unflatten(1, self.feature_shape),
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1), nn.Sigmoid(),
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.to_mean(h), self.to_logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_latent(z))
+
+    def forward(self, x: torch.Tensor):
+        mean, logvar = self.encode(x)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)  # reparameterisation
+        return self.decode(z), mean, logvar
+
+
+def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the reconstruction plus KL(q(z|x) ‖ N(0, I)), summed over the batch."""
+    bce = F.binary_cross_entropy(recon, x, reduction="sum")
+    kl = -0.5 * torch.sum(1 + logvar - mean.pow(2) - logvar.exp())
+    return bce + kl
+
+
+def derived_seed(seed: int, *salt: int) -> int:
+    """A seed for one purpose (a generation, a draw) derived from ``seed``: distinct salts, independent streams."""
+    return int(np.random.SeedSequence([seed, *salt]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _generator(seed: int, *salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derived_seed(seed, *salt))
+
+
+def train_vae(images: np.ndarray, *, epochs: int, batch_size: int = 128, lr: float = 1e-3,
+              weight_decay: float = 1e-5, latent_dim: int = 20, seed: int = 0, device: str = "cpu",
+              channels: tuple[int, int] = (64, 128)) -> tuple[VAE, list[float]]:
+    """Train a fresh VAE on ``images``; returns it (in eval mode) and the mean loss per image of each epoch."""
+    validate.positive_int("epochs", epochs)
+    validate.positive_int("batch_size", batch_size)
+    validate.number("lr", lr, minimum=0, strict_minimum=True)
+    validate.number("weight_decay", weight_decay, minimum=0)
+    gen = _generator(seed, 0)
+    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))  # weights and reparameterisation noise
+    model = VAE(images.shape[-1], latent_dim, channels).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    data = torch.as_tensor(images, dtype=torch.float32).to(device)
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=gen).to(device)
+        total = 0.0
+        for start in range(0, len(data), batch_size):
+            batch = data[order[start:start + batch_size]]
+            recon, mean, logvar = model(batch)
+            loss = vae_loss(recon, batch, mean, logvar)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item()
+        losses.append(total / len(data))
+    return model.eval(), losses
+
+
+@torch.no_grad()
+def sample_images(model: VAE, n: int, *, seed: int = 0, batch_size: int = 4096) -> np.ndarray:
+    """``n`` images decoded from latents drawn from the prior N(0, I) (the decoder's mean image)."""
+    device = next(model.parameters()).device
+    z = torch.randn(n, model.latent_dim, generator=_generator(seed, 1))
+    parts = [model.decode(z[i:i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)]
+    return torch.cat(parts).numpy()
+
+
+@torch.no_grad()
+def encode_means(model: VAE, images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """The encoder's latent means ``(n, latent_dim)`` of ``images``."""
+    device = next(model.parameters()).device
+    parts = [model.encode(torch.as_tensor(images[i:i + batch_size]).to(device))[0].cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts).numpy()
+
+
+# --------------------------------------------------------------------------- measuring a generation
+
+def digit_classifier(images: np.ndarray, labels: np.ndarray, *, seed: int = 0, max_train: int = 10000,
+                     holdout: float = 0.2):
+    """A logistic-regression digit classifier on real images; returns it and its held-out accuracy.
+
+    It names the class of each generated image, so that the class mix of a
+    generation's samples can be followed (modes merging, Fig. 9).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    n_test = int(round(holdout * len(images)))
+    test, train = order[:n_test], order[n_test:][:max_train]
+    flat = images.reshape(len(images), -1)
+    classifier = LogisticRegression(max_iter=500).fit(flat[train], labels[train])
+    accuracy = float(classifier.score(flat[test], labels[test])) if n_test else float("nan")
+    return classifier, accuracy
+
+
+def class_mix(classifier, images: np.ndarray, n_classes: int = 10) -> np.ndarray:
+    """The share of ``images`` the classifier puts in each class."""
+    predicted = classifier.predict(images.reshape(len(images), -1))
+    return np.bincount(predicted, minlength=n_classes)[:n_classes] / len(images)
+
+
+def entropy_bits(shares: np.ndarray) -> float:
+    """Entropy of a class mix in bits (log2 10 ≈ 3.32 for ten equal classes)."""
+    p = np.asarray(shares, dtype=float)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+# --------------------------------------------------------------------------- the chain
+
+@dataclass
+class VAEChain:
+    """What each generation of a VAE chain produced, generation 0 first."""
+
+    metrics: list = field(default_factory=list)   # dicts: loss, latent stats, class mix, seconds
+    grids: list = field(default_factory=list)     # (n_grid, side, side) random-latent samples
+    real: dict = field(default_factory=dict)      # the same statistics of the real images
+    classifier_accuracy: float = float("nan")
+    run_dir: str | None = None
+
+    def column(self, key: str) -> np.ndarray:
+        return np.array([m[key] for m in self.metrics])
+
+
+def _latent_stats(encoder_model: VAE, images: np.ndarray) -> dict:
+    means = encode_means(encoder_model, images)
+    return {"latent_mean": float(means.mean()), "latent_std": float(means.std())}
+
+
+def _save_generation(gen_dir: Path, model: VAE, grid: np.ndarray, metrics: dict) -> None:
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors["grid"] = torch.as_tensor(grid)
+    runs.atomic_write_bytes(gen_dir / "model.safetensors", save(tensors))
+    runs.atomic_write_json(gen_dir / runs.METRICS, metrics)  # written last: marks the generation complete
+
+
+def _load_generation(gen_dir: Path, image_size: int, latent_dim: int, channels, device: str):
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(gen_dir / "model.safetensors"))
+    model = VAE(image_size, latent_dim, channels)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model.to(device).eval(), tensors["grid"].numpy(), runs.read_json(gen_dir / runs.METRICS)
+
+
+def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epochs: int,
+              batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-5, latent_dim: int = 20,
+              seed: int = 0, device: str = "cpu", policy: str = "replace", n_grid: int = 16,
+              channels: tuple[int, int] = (64, 128), run_dir: str | Path | None = None,
+              log=print) -> VAEChain:
+    """Train a VAE, sample as many images from its prior, train the next VAE on them, and so on.
+
+    Generation 0 learns the real ``images``; generation ``i + 1`` learns the
+    training set that ``policy`` forms from the samples so far
+    (:mod:`mcutils.generational`; ``replace`` is the paper's set-up).  Every
+    generation is measured the same way: its samples' latent means under the
+    generation-0 encoder (mean and standard deviation, as the official
+    notebook), their class mix according to a classifier trained on the real
+    ``labels``, and a grid of ``n_grid`` random-latent samples (Fig. 9).
+
+    With ``run_dir`` each finished generation is stored as
+    ``gen_<NN>/model.safetensors`` and ``gen_<NN>/metrics.json`` (written
+    last), and a rerun loads finished generations instead of training them;
+    the seeds of generation ``NN`` depend only on ``seed`` and ``NN``, so a
+    resumed chain ends as an uninterrupted one would.
+    """
+    validate.non_negative_int("n_generations", n_generations)
+    validate.positive_int("epochs", epochs)
+    validate.positive_int("batch_size", batch_size)
+    validate.non_negative_int("seed", seed)
+    validate.positive_int("n_grid", n_grid)
+    policy = generational.make_policy(policy)
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
+        raise validate.ParameterError(f"images must have shape (n, 1, side, side), got {images.shape}")
+    if images.min() < 0 or images.max() > 1:
+        raise validate.ParameterError("images must lie in [0, 1] (binary cross-entropy targets)")
+    VAE(images.shape[-1], latent_dim, channels)  # fail now on a bad shape, not after training
+    run_dir = Path(run_dir) if run_dir is not None else None
+
+    classifier, accuracy = digit_classifier(images, labels, seed=seed)
+    chain = VAEChain(classifier_accuracy=accuracy, run_dir=str(run_dir) if run_dir else None)
+    chain.real = {"class_mix": class_mix(classifier, images).tolist()}
+    chain.real["class_entropy_bits"] = entropy_bits(chain.real["class_mix"])
+    n = len(images)
+    state = {"index": 0, "encoder": None}
+
+    def fit(data, _rng):
+        index = state["index"]
+        gen_dir = runs.generation_dir(run_dir, index) if run_dir else None
+        if gen_dir is not None and runs.is_complete(run_dir, index):
+            model, grid, metrics = _load_generation(gen_dir, images.shape[-1], latent_dim, channels, device)
+            log(f"generation {index:2d}: loaded from {gen_dir}")
+        else:
+            start = time.perf_counter()
+            model, losses = train_vae(data, epochs=epochs, batch_size=batch_size, lr=lr,
+                                      weight_decay=weight_decay, latent_dim=latent_dim,
+                                      seed=derived_seed(seed, index), device=device, channels=channels)
+            grid = sample_images(model, n_grid, seed=derived_seed(seed, index, 1))[:, 0]
+            metrics = {"generation": index, "final_loss": losses[-1], "losses": losses,
+                       "n_train": len(data), "train_seconds": time.perf_counter() - start}
+        if state["encoder"] is None:
+            state["encoder"] = model
+        samples = sample_images(model, n, seed=derived_seed(seed, index, 2))
+        if "latent_mean" not in metrics:
+            metrics.update(_latent_stats(state["encoder"], samples))
+            mix = class_mix(classifier, samples)
+            metrics.update(class_mix=mix.tolist(), class_entropy_bits=entropy_bits(mix))
+            if gen_dir is not None:
+                _save_generation(gen_dir, model, grid, metrics)
+            log(f"generation {index:2d}: loss {metrics['final_loss']:.1f}, latent mean "
+                f"{metrics['latent_mean']:+.3f} std {metrics['latent_std']:.3f}, "
+                f"class entropy {metrics['class_entropy_bits']:.2f} bits ({metrics['train_seconds']:.1f} s)")
+        if index == 0:
+            chain.real.update(_latent_stats(model, images))
+        chain.metrics.append(metrics)
+        chain.grids.append(grid)
+        state["index"] += 1
+        state["samples"] = samples
+        return model
+
+    def sample(model, n_new, _rng):
+        return state["samples"][:n_new]
+
+    for _ in generational.generational_loop(images, fit, sample, n_generations, policy, seed=seed):
+        pass
+    return chain
+
+
+def chain_settings(**settings) -> dict:
+    """The settings that name a stored chain (the run folder changes when any of them does)."""
+    return {"format": FORMAT_VERSION, **settings}

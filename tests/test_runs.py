@@ -1,0 +1,103 @@
+"""The runs folder (mcutils.runs): atomic writes, the gen_<NN>/metrics.json contract, run names."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mcutils import runs
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_atomic_write_json_round_trips_and_makes_parent_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "metrics.json"
+    runs.atomic_write_json(target, {"ppl": 12.5, "gen": 3})
+    assert runs.read_json(target) == {"gen": 3, "ppl": 12.5}
+    assert files_in(target.parent) == ["metrics.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_writer_that_raises_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch, failing):
+    target = tmp_path / "gen_00" / "metrics.json"
+    runs.atomic_write_json(target, {"version": 1})
+
+    def boom(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, failing, boom)  # dies after the bytes are written, before the rename lands
+    with pytest.raises(OSError, match="disk gone"):
+        runs.atomic_write_json(target, {"version": 2})
+    monkeypatch.undo()
+    assert runs.read_json(target) == {"version": 1}
+    assert files_in(target.parent) == ["metrics.json"]
+
+
+def test_a_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        runs.atomic_write_json(runs.generation_dir(run_dir, 0) / runs.METRICS, {"x": 1})
+    monkeypatch.undo()
+    assert not runs.is_complete(run_dir, 0)
+    assert files_in(runs.generation_dir(run_dir, 0)) == []
+
+
+def test_unserialisable_metrics_never_reach_the_disk(tmp_path):
+    target = tmp_path / "metrics.json"
+    with pytest.raises(TypeError):
+        runs.atomic_write_json(target, {"bad": object()})
+    assert not target.exists() and files_in(tmp_path) == []
+
+
+def test_generation_folders_follow_the_contract(tmp_path):
+    assert runs.generation_dir(tmp_path, 3) == tmp_path / "gen_03"
+    assert runs.generation_dir(tmp_path, 12).name == "gen_12"
+    assert not runs.is_complete(tmp_path, 0)
+    runs.generation_dir(tmp_path, 0).mkdir()  # a folder without metrics.json is not complete
+    assert not runs.is_complete(tmp_path, 0)
+    runs.atomic_write_json(runs.generation_dir(tmp_path, 0) / "metrics.json", {"gen": 0})
+    assert runs.is_complete(tmp_path, 0)
+
+
+def test_load_metrics_stops_at_the_first_gap(tmp_path):
+    for gen in (0, 1, 3, 4):  # generation 2 never finished
+        runs.atomic_write_json(runs.generation_dir(tmp_path, gen) / runs.METRICS, {"gen": gen})
+    runs.generation_dir(tmp_path, 2).mkdir()
+    assert [m["gen"] for m in runs.load_metrics(tmp_path)] == [0, 1]
+    runs.atomic_write_json(runs.generation_dir(tmp_path, 2) / runs.METRICS, {"gen": 2})
+    assert [m["gen"] for m in runs.load_metrics(tmp_path)] == [0, 1, 2, 3, 4]
+    assert [m["gen"] for m in runs.load_metrics(tmp_path, n_generations=2)] == [0, 1, 2]
+    assert runs.load_metrics(tmp_path / "never-run") == []
+
+
+def test_run_name_changes_with_every_setting_and_not_with_key_order():
+    base = {"model": "opt-125m", "seed": 0, "policy": "replace", "lr": 2e-5}
+    name = runs.run_name("opt", base)
+    assert name.startswith("opt-") and name == runs.run_name("opt", dict(reversed(base.items())))
+    changed = [runs.run_name("opt", {**base, key: value})
+               for key, value in [("seed", 1), ("policy", "accumulate"), ("lr", 3e-5), ("model", "tiny")]]
+    assert len({name, *changed}) == 5
+    assert runs.run_name("opt", {**base, "extra": None}) != name
+
+
+def test_default_runs_dir_honours_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCUTILS_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert runs.default_runs_dir("paper") == tmp_path / "elsewhere" / "paper"
+    assert runs.resolve_runs_dir("", "quick") == tmp_path / "elsewhere" / "quick"
+    assert runs.resolve_runs_dir(None, "quick") == tmp_path / "elsewhere" / "quick"
+    assert runs.resolve_runs_dir(str(tmp_path / "mine"), "quick") == tmp_path / "mine"
+
+
+def test_default_runs_dir_without_the_environment_is_independent_of_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MCUTILS_RUNS_DIR", raising=False)
+    first = runs.default_runs_dir("quick")
+    monkeypatch.chdir(tmp_path)
+    root = runs.repo_root()
+    if root is None:  # an installed (not editable) mcutils falls back to the working directory
+        assert runs.default_runs_dir("quick") == tmp_path / "runs" / "quick"
+    else:
+        assert first == runs.default_runs_dir("quick") == root / "runs" / "quick"

@@ -322,9 +322,17 @@ class GMMChain:
     def generation(self, g: int, run: int = 0) -> Mixture:
         return Mixture(self.weights[run, g], self.means[run, g], self.covariances[run, g])
 
+    def _by_weight(self) -> np.ndarray:
+        return np.argsort(-self.weights, axis=-1, kind="stable")
+
+    def sorted_weights(self) -> np.ndarray:
+        """The component weights of every fit, heaviest first: ``(R, G+1, K)``."""
+        return np.take_along_axis(self.weights, self._by_weight(), axis=-1)
+
     def component_variance(self) -> np.ndarray:
-        """Each component's variance (mean of its covariance diagonal), sorted: ``(R, G+1, K)``."""
-        return np.sort(np.diagonal(self.covariances, axis1=-2, axis2=-1).mean(-1), axis=-1)
+        """Each component's variance (mean of its covariance diagonal), heaviest component first: ``(R, G+1, K)``."""
+        per = np.diagonal(self.covariances, axis1=-2, axis2=-1).mean(-1)
+        return np.take_along_axis(per, self._by_weight(), axis=-1)
 
     def mean_component_variance(self) -> np.ndarray:
         """The weight-averaged component variance ``(R, G+1)``: how spread each cluster is."""

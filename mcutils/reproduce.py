@@ -335,6 +335,7 @@ class Outcome:
     log: str = ""
     parameters: dict = field(default_factory=dict)
     claims: list = field(default_factory=list)
+    load: float | None = None  # the machine's 1-minute load average when the chapter ended
 
     @property
     def ok(self) -> bool:
@@ -528,7 +529,7 @@ def record_timings(root: Path, profile: str, outcomes: Iterable[Outcome], comman
     for outcome in outcomes:
         if outcome.ok and outcome.chapter != SCORECARD:
             column[outcome.chapter] = {"seconds": round(outcome.seconds, 1), "date": date,
-                                       "machine": description, "command": command}
+                                       "machine": description, "command": command, "load": outcome.load}
     atomic_write_json(path, data)
     write_timings_tables(root, data)
     return path
@@ -584,8 +585,11 @@ def render_timings(root: Path, data: dict | None = None, links: bool = True) -> 
         dates = sorted({e["date"] for e in entries})
         commands = sorted({e["command"] for e in entries})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        loads = sorted(e["load"] for e in entries if e.get("load") is not None)
+        busy = "" if not loads else (f"; 1-minute load average {loads[0]:g}" if loads[0] == loads[-1]
+                                     else f"; 1-minute load average {loads[0]:g} to {loads[-1]:g}")
         notes.append(f"- *{p} profile, {k.upper()}*: {'; '.join(machines)}; measured {when} by "
-                     + ", ".join(f"`{c}`" for c in commands) + ".")
+                     + ", ".join(f"`{c}`" for c in commands) + busy + ".")
     lines += ["", "Wall-clock time of each chapter as the batch runner measured it (papermill, kernel "
               "start included):", "", *notes, ""]
     return "\n".join(lines)
@@ -748,6 +752,7 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
         status, seconds = execute_notebook(page.source(book_root), attempt, final.parent, outcome.parameters,
                                            log, timeout, label, progress, kernel)
         outcome.status, outcome.seconds = status, seconds
+        outcome.load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
         if status == "ok":
             final.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(attempt, final)
@@ -769,8 +774,14 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
         if status == "interrupted":
             break
 
+    command = "python -m mcutils.reproduce --profile " + profile.name + (" --in-place" if in_place else "")
+    if (record if record is not None else in_place) and any(o.ok for o in outcomes):
+        written = record_timings(book_root, profile.name, outcomes, command)
+        print(f"Times recorded in {_relative(written, book_root)} and {TIMINGS_MD}", file=stream)
+
     built = True
     if not in_place and build and all(o.status != "interrupted" for o in outcomes):
+        prepare_profile_book(book_root, out)  # again: the pages may have changed (the timings table)
         state_path = out / "state.json"
         state = json.loads(state_path.read_text()) if state_path.is_file() else {"produced": []}
         produced = sorted(set(state["produced"]) | {o.chapter for o in outcomes if o.ok and o.chapter != SCORECARD})
@@ -783,11 +794,6 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
         print(f"Book: {_relative(where, book_root)}" if built else
               f"The book's build failed or warned: see {_relative(out / 'logs' / 'build.log', book_root)}",
               file=stream, flush=True)
-
-    command = "python -m mcutils.reproduce --profile " + profile.name + (" --in-place" if in_place else "")
-    if (record if record is not None else in_place) and any(o.ok for o in outcomes):
-        written = record_timings(book_root, profile.name, outcomes, command)
-        print(f"Times recorded in {_relative(written, book_root)} and {TIMINGS_MD}", file=stream)
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "summary.json", {

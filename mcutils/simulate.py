@@ -13,7 +13,7 @@ Three chains, each simulated for many independent runs at once with numpy:
     (replace, accumulate, accumulate-subsample) of
     :mod:`mcutils.generational`.
 :func:`linear_regression_chain`
-    Gerstgrasser et al. §5 (after Dohmatob et al.): ordinary least squares
+    Gerstgrasser et al.'s linear-regression analysis (after Dohmatob et al.): least squares
     refitted on labels produced by the previous model, with the data
     replaced or accumulated.
 
@@ -386,7 +386,7 @@ def _least_squares(x, y):
 
 def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_generations: int,
                             n_runs: int = 1, seed=0, policy: str | Policy = "replace") -> np.ndarray:
-    """Least squares refitted on its own labels (Gerstgrasser et al. §5, Theorems 1-2).
+    """Least squares refitted on its own labels (Gerstgrasser et al., linear-regression analysis).
 
     The setting (after Dohmatob et al., as analysed by Gerstgrasser et al.):
     in each run a design ``X`` of ``T = n_samples`` rows drawn i.i.d. from
@@ -435,6 +435,10 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
     computed with ``w* = 0``.
 
     Needs ``n_samples >= dim`` (OLS is then unique with probability 1).
+    Deterministic given ``seed``; column 0 has the same law under every
+    policy, but the policies consume random numbers differently, so one
+    seed does not give the same design to two policies: compare them in
+    distribution (means over runs), not run by run.
     """
     d = validate.positive_int("dim", dim)
     t = validate.positive_int("n_samples", n_samples)

@@ -15,15 +15,23 @@ Gaussian chain (Shumailov et al. §3.2, Theorem 3.1)
     spread of ``log det Σ_n``, mean-square drift of the mean, the expected
     squared W2 distance in 1-D, and bounds in d dimensions) and the exact
     expected covariance and mean drift under ``accumulate``.
-Linear regression (Gerstgrasser et al. §5, Theorems 1 and 2)
+Linear regression (Gerstgrasser et al.'s analysis, after Dohmatob et al.)
     the expected squared parameter error under replace and accumulate.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from . import validate
+
+
+def _binom_pmf(k, n: int, p):
+    """Binomial(n, p) probability of k, broadcasting (scipy.stats left out: it is slow to import)."""
+    k, p = np.asarray(k, dtype=float), np.asarray(p, dtype=float)
+    log_pmf = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+               + special.xlogy(k, p) + special.xlog1py(n - k, -p))
+    return np.exp(log_pmf)
 
 
 def _generations(n_generations: int) -> np.ndarray:
@@ -79,7 +87,7 @@ def binomial_transition_matrix(n_samples: int) -> np.ndarray:
     """
     m = validate.positive_int("n_samples", n_samples)
     a = np.arange(m + 1)
-    return stats.binom.pmf(a[None, :], m, a[:, None] / m)
+    return _binom_pmf(a[None, :], m, a[:, None] / m)
 
 
 def discrete_loss_probability(q, n_samples: int, n_generations: int) -> np.ndarray:
@@ -100,7 +108,7 @@ def discrete_loss_probability(q, n_samples: int, n_generations: int) -> np.ndarr
     if t.size == 1:
         return out
     transition = binomial_transition_matrix(m)
-    dist = stats.binom.pmf(np.arange(m + 1)[None, :], m, q[:, None])  # counts after one step
+    dist = _binom_pmf(np.arange(m + 1)[None, :], m, q[:, None])  # counts after one step
     out[:, 1] = dist[:, 0]
     for step in range(2, t.size):
         dist = dist @ transition
@@ -139,7 +147,7 @@ def discrete_absorption_time_two_states(q: float, n_samples: int) -> float:
     inner = transition[1:m, 1:m]
     tau = np.zeros(m + 1)
     tau[1:m] = np.linalg.solve(np.eye(m - 1) - inner, np.ones(m - 1))
-    first = stats.binom.pmf(np.arange(m + 1), m, q)
+    first = _binom_pmf(np.arange(m + 1), m, q)
     return float(1 + first @ tau)
 
 
@@ -317,7 +325,10 @@ def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:
 
 def linear_regression_error(dim: int, n_samples: int, noise_var: float, n_generations: int,
                             policy: str = "replace") -> np.ndarray:
-    """``E‖ŵ_i - w*‖²`` for ``i = 0..n_generations-1`` (Gerstgrasser et al., Theorems 1-2).
+    """``E‖ŵ_i - w*‖²`` for ``i = 0..n_generations-1``.
+
+    Gerstgrasser et al.: linear growth when data are replaced, a bound
+    independent of ``i`` when they accumulate.
 
     Index ``i`` as in :func:`mcutils.simulate.linear_regression_chain`
     (``i = 0``: the fit on real data).  With ``c = σ² d / (T - d - 1)``:
@@ -337,5 +348,5 @@ def linear_regression_error(dim: int, n_samples: int, noise_var: float, n_genera
 
 
 def linear_regression_accumulate_limit(dim: int, n_samples: int, noise_var: float) -> float:
-    """The accumulate error's limit ``σ² d/(T - d - 1) · π²/6`` (Gerstgrasser et al., Theorem 2)."""
+    """The accumulate error's limit ``σ² d/(T - d - 1) · π²/6`` (Gerstgrasser et al.'s bound)."""
     return float(linear_regression_error(dim, n_samples, noise_var, 1)[0] * np.pi**2 / 6)

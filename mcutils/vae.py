@@ -20,6 +20,7 @@ that the policies of :mod:`mcutils.generational` apply unchanged.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +223,7 @@ def entropy_bits(shares: np.ndarray) -> float:
     """Entropy of a class mix in bits (log2 10 ≈ 3.32 for ten equal classes)."""
     p = np.asarray(shares, dtype=float)
     p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 # --------------------------------------------------------------------------- the chain
@@ -267,7 +268,7 @@ def _load_generation(gen_dir: Path, image_size: int, latent_dim: int, channels, 
 def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epochs: int,
               batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-5, latent_dim: int = 20,
               seed: int = 0, device: str = "cpu", policy: str = "replace", n_grid: int = 16,
-              channels: tuple[int, int] = (64, 128), run_dir: str | Path | None = None,
+              channels: tuple[int, int] = (64, 128), runs_root: str | Path | None = None,
               log=print) -> VAEChain:
     """Train a VAE, sample as many images from its prior, train the next VAE on them, and so on.
 
@@ -279,11 +280,13 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     notebook), their class mix according to a classifier trained on the real
     ``labels``, and a grid of ``n_grid`` random-latent samples (Fig. 9).
 
-    With ``run_dir`` each finished generation is stored as
+    With ``runs_root`` the chain lives in ``<runs_root>/vae-<hash of its
+    settings and data>``: each finished generation is stored as
     ``gen_<NN>/model.safetensors`` and ``gen_<NN>/metrics.json`` (written
-    last), and a rerun loads finished generations instead of training them;
-    the seeds of generation ``NN`` depend only on ``seed`` and ``NN``, so a
-    resumed chain ends as an uninterrupted one would.
+    last), and a rerun loads finished generations instead of training them.
+    The seeds of generation ``NN`` depend only on ``seed`` and ``NN``, so a
+    resumed chain ends as an uninterrupted one would, and a longer chain
+    reuses the generations of a shorter one.
     """
     validate.non_negative_int("n_generations", n_generations)
     validate.positive_int("epochs", epochs)
@@ -297,7 +300,13 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     if images.min() < 0 or images.max() > 1:
         raise validate.ParameterError("images must lie in [0, 1] (binary cross-entropy targets)")
     VAE(images.shape[-1], latent_dim, channels)  # fail now on a bad shape, not after training
-    run_dir = Path(run_dir) if run_dir is not None else None
+    run_dir = None
+    if runs_root is not None:
+        settings = chain_settings(images, labels, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  weight_decay=weight_decay, latent_dim=latent_dim, seed=seed,
+                                  device=torch.device(device).type, policy=policy.label, n_grid=n_grid,
+                                  channels=list(channels))
+        run_dir = Path(runs_root) / runs.run_name("vae", settings)
 
     classifier, accuracy = digit_classifier(images, labels, seed=seed)
     chain = VAEChain(classifier_accuracy=accuracy, run_dir=str(run_dir) if run_dir else None)
@@ -311,7 +320,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
         gen_dir = runs.generation_dir(run_dir, index) if run_dir else None
         if gen_dir is not None and runs.is_complete(run_dir, index):
             model, grid, metrics = _load_generation(gen_dir, images.shape[-1], latent_dim, channels, device)
-            log(f"generation {index:2d}: loaded from {gen_dir}")
+            log(f"generation {index:2d}: loaded from the runs folder ({run_dir.name}/{gen_dir.name})")
         else:
             start = time.perf_counter()
             model, losses = train_vae(data, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -348,6 +357,9 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     return chain
 
 
-def chain_settings(**settings) -> dict:
-    """The settings that name a stored chain (the run folder changes when any of them does)."""
-    return {"format": FORMAT_VERSION, **settings}
+def chain_settings(images: np.ndarray, labels: np.ndarray, **settings) -> dict:
+    """What names a stored chain: the settings, a fingerprint of the data, the code's format and torch."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return {"format": FORMAT_VERSION, "torch": torch.__version__.split("+")[0],
+            "data": f"{images.shape}:{digest.hexdigest()[:16]}", **settings}

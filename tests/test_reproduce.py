@@ -44,7 +44,7 @@ def fake_book(tmp_path):
     (root / "_toc.yml").write_text(yaml.safe_dump({
         "format": "jb-book", "root": "book/intro",
         "chapters": [{"file": "book/01_ok"}, {"file": "book/02_fail"}, {"file": "book/03_slow"},
-                     {"file": "book/04_ok"}]}))
+                     {"file": "book/04_ok"}, {"file": "book/05_missing"}]}))
     params = 'profile: str = "quick"\nx: int = 1\nlabel: str = "default"'
     make_notebook(root / "book" / "01_ok.ipynb", "First", params,
                   ['print(f"x = {x}, label = {label}, profile = {profile}")', CLAIM.format(name="01_ok")])
@@ -71,19 +71,20 @@ def code_outputs(path: Path) -> str:
                    for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
 
 
-def test_paper_run_injects_parameters_reports_failures_and_leaves_book_alone(fake_book):
+def test_paper_run_injects_parameters_reports_failures_and_leaves_book_alone(fake_book, capsys):
     before = digest(fake_book / "book")
-    stream = io.StringIO()
-    outcomes, built = reproduce.run("paper", root=str(fake_book), timeout_s=15, build=False, stream=stream)
-    status = {o.chapter: o.status for o in outcomes}
+    code = reproduce.main(["--profile", "paper", "--root", str(fake_book), "--timeout", "15", "--no-build"])
+    assert code == 1  # non-zero: chapters failed
+    out = fake_book / "reproductions" / "paper"
+    summary = json.loads((out / "summary.json").read_text())
+    status = {c["chapter"]: c["status"] for c in summary["chapters"]}
     # the failure is reported, the runner carries on past it and past the timeout
-    assert status == {"01_ok": "ok", "02_fail": "failed", "03_slow": "timeout", "04_ok": "ok"}
-    failed = next(o for o in outcomes if o.chapter == "02_fail")
-    assert "RuntimeError: this chapter breaks on purpose" in failed.error
-    assert next(o for o in outcomes if o.chapter == "03_slow").seconds < 60
+    assert status == {"01_ok": "ok", "02_fail": "failed", "03_slow": "timeout", "04_ok": "ok", "05_missing": "missing"}
+    failed = summary["chapters"][1]
+    assert "RuntimeError: this chapter breaks on purpose" in failed["error"]
+    assert summary["chapters"][2]["seconds"] < 60
     # book/ untouched; everything went under reproductions/paper
     assert digest(fake_book / "book") == before
-    out = fake_book / "reproductions" / "paper"
     executed = out / "book" / "01_ok.ipynb"
     assert "x = 5, label = big, profile = paper" in code_outputs(executed)
     injected = [c for c in json.loads(executed.read_text())["cells"]
@@ -94,20 +95,16 @@ def test_paper_run_injects_parameters_reports_failures_and_leaves_book_alone(fak
     assert (out / "failed" / "02_fail.ipynb").is_file() and not (out / "book" / "02_fail.ipynb").exists()
     assert (out / "logs" / "01_ok.log").is_file()
     # the closing table: status, the claims recorded, the exit code
-    table = stream.getvalue()
+    table = capsys.readouterr().out
     assert "02_fail" in table and "failed" in table and "1/1 claims hold" in table
-    summary = json.loads((out / "summary.json").read_text())
-    assert [c["status"] for c in summary["chapters"]] == ["ok", "failed", "timeout", "ok"]
     assert summary["chapters"][0]["claims"][0]["ours"] == "5"
     assert "| 02_fail | failed |" in (out / "summary.md").read_text()
 
 
-def test_exit_code_is_non_zero_when_a_chapter_fails(fake_book, capsys):
-    code = reproduce.main(["--profile", "quick", "--root", str(fake_book), "--chapters", "02", "--no-build"])
+def test_a_chapter_listed_but_missing_is_a_failure(fake_book, capsys):
+    code = reproduce.main(["--profile", "quick", "--root", str(fake_book), "--chapters", "05", "--no-build"])
     assert code == 1
-    code = reproduce.main(["--profile", "quick", "--root", str(fake_book), "--chapters", "01_ok", "--no-build"])
-    assert code == 0
-    assert "01_ok" in capsys.readouterr().out
+    assert "book/05_missing.ipynb does not exist" in capsys.readouterr().out
 
 
 def test_in_place_replaces_only_successful_chapters_and_records_times(fake_book):
@@ -160,11 +157,19 @@ def test_dry_run_prints_what_each_chapter_gets(fake_book):
 
 
 def test_chapter_list_comes_from_the_toc(fake_book):
-    assert [p.name for p in reproduce.toc_chapters(fake_book)] == ["01_ok", "02_fail", "03_slow", "04_ok"]
+    names = ["01_ok", "02_fail", "03_slow", "04_ok", "05_missing"]
+    assert [p.name for p in reproduce.toc_chapters(fake_book)] == names
     toc = yaml.safe_load((fake_book / "_toc.yml").read_text())
     toc["chapters"] = toc["chapters"][::-1]
     (fake_book / "_toc.yml").write_text(yaml.safe_dump(toc))
-    assert [p.name for p in reproduce.toc_chapters(fake_book)] == ["04_ok", "03_slow", "02_fail", "01_ok"]
+    assert [p.name for p in reproduce.toc_chapters(fake_book)] == names[::-1]
+
+
+def test_readme_timings_section_is_replaced_between_its_markers():
+    start, end = reproduce.README_MARKERS
+    readme = f"# Book\n\nbefore\n{start}\nold table\n{end}\nafter\n"
+    updated = reproduce.readme_with_timings(readme, "| new | table |\n")
+    assert updated == f"# Book\n\nbefore\n{start}\n| new | table |\n{end}\nafter\n"
 
 
 def test_parameters_cell_is_read_with_types_and_defaults(fake_book):
@@ -176,9 +181,9 @@ def test_parameters_cell_is_read_with_types_and_defaults(fake_book):
 def test_profile_book_is_built_with_its_profile_in_the_footer(fake_book):
     (fake_book / "_toc.yml").write_text(yaml.safe_dump(
         {"format": "jb-book", "root": "book/intro", "chapters": [{"file": "book/01_ok"}, {"file": "book/04_ok"}]}))
-    outcomes, built = reproduce.run("paper", root=str(fake_book), chapters="01", stream=io.StringIO())
+    code = reproduce.main(["--profile", "paper", "--root", str(fake_book), "--chapters", "01"])
     out = fake_book / "reproductions" / "paper"
-    assert [o.status for o in outcomes] == ["ok"] and built, (out / "logs" / "build.log").read_text()[-3000:]
+    assert code == 0, (out / "logs" / "build.log").read_text()[-3000:]  # all ran, and the book built
     page = (out / "_build" / "html" / "book" / "01_ok.html").read_text()
     assert "x = 5, label = big, profile = paper" in page
     assert "Outputs produced by the paper profile: 01_ok" in page

@@ -220,3 +220,9 @@ def test_inverse_wishart_trace_mean_used_by_regression():
 def test_theory_validation(call, match):
     with pytest.raises(ParameterError, match=match):
         call()
+
+
+def test_binomial_pmf_matches_scipy():
+    k = np.arange(13)
+    for p in (0.0, 0.3, 1.0):
+        np.testing.assert_allclose(theory._binom_pmf(k, 12, p), stats.binom.pmf(k, 12, p), atol=1e-15)

@@ -1,0 +1,185 @@
+"""The GMM family (mcutils.gmm): the closed-form L2 distance, the batched EM against scikit-learn, the chain."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+
+from mcutils import gmm
+from mcutils.validate import ParameterError
+
+
+def batch(mixture: gmm.Mixture, n_runs: int) -> gmm.Mixture:
+    return gmm.Mixture(*(np.broadcast_to(a, (n_runs, *a.shape)) for a in
+                         (mixture.weights, mixture.means, mixture.covariances)))
+
+
+def other_mixture() -> gmm.Mixture:
+    return gmm.Mixture(np.array([0.3, 0.7]), np.array([[-1.0, 0.5], [2.0, -1.0]]),
+                       np.array([[[0.6, 0.2], [0.2, 0.9]], [[1.5, -0.4], [-0.4, 0.7]]]))
+
+
+def density(mixture: gmm.Mixture, points: np.ndarray) -> np.ndarray:
+    return sum(w * multivariate_normal(m, c).pdf(points)
+               for w, m, c in zip(mixture.weights, mixture.means, mixture.covariances))
+
+
+@pytest.mark.parametrize("source", gmm.SOURCES)
+def test_l2_distance_matches_numerical_integration(source):
+    p, q = gmm.source_mixture(source), other_mixture()
+    axis = np.linspace(-12, 12, 1201)
+    xx, yy = np.meshgrid(axis, axis)
+    points = np.stack([xx.ravel(), yy.ravel()], axis=-1)
+    step = axis[1] - axis[0]
+    numeric = np.sqrt(((density(p, points) - density(q, points)) ** 2).sum() * step ** 2)
+    assert gmm.l2_distance(p, q) == pytest.approx(numeric, rel=1e-4)
+    assert gmm.l2_distance(q, p) == pytest.approx(numeric, rel=1e-4)
+
+
+def test_l2_distance_is_zero_for_identical_mixtures_and_broadcasts():
+    p, q = gmm.source_mixture(), other_mixture()
+    assert gmm.l2_distance(p, p) < 1e-6
+    # the same mixture written with its components in the other order, and with a duplicated component
+    swapped = gmm.Mixture(p.weights[::-1], p.means[::-1], p.covariances[::-1])
+    split = gmm.Mixture(np.array([0.25, 0.25, 0.5]), p.means[[0, 0, 1]], p.covariances[[0, 0, 1]])
+    assert gmm.l2_distance(p, swapped) < 1e-6
+    assert gmm.l2_distance(p, split) < 1e-6
+    # a batch of (2, 3) mixtures against one: shape (2, 3), each entry as computed alone
+    stack = gmm.Mixture(*(np.stack([np.stack([a, b, a]), np.stack([b, b, a])]) for a, b in
+                          ((p.weights, q.weights), (p.means, q.means), (p.covariances, q.covariances))))
+    distances = gmm.l2_distance(p, stack)
+    assert distances.shape == (2, 3)
+    expected = gmm.l2_distance(p, q)
+    np.testing.assert_allclose(distances, [[0, expected, 0], [expected, expected, 0]], atol=1e-6)
+
+
+def test_sample_mixture_has_the_mixture_moments():
+    truth = gmm.source_mixture()
+    x = gmm.sample_mixture(batch(truth, 2), 200_000, np.random.default_rng(0))
+    assert x.shape == (200_000, 2, 2)
+    mean = (truth.weights[:, None] * truth.means).sum(0)
+    second = sum(w * (c + np.outer(m, m)) for w, m, c in zip(truth.weights, truth.means, truth.covariances))
+    for r in range(2):
+        np.testing.assert_allclose(x[:, r].mean(0), mean, atol=0.03)
+        np.testing.assert_allclose(np.cov(x[:, r].T, bias=True) + np.outer(*(x[:, r].mean(0),) * 2), second,
+                                   atol=0.1)
+        assert np.mean(x[:, r, 0] < 0) == pytest.approx(0.5, abs=0.01)  # the clusters sit at x = -3 and x = 3
+    assert not np.allclose(x[:, 0], x[:, 1])  # the runs are independent draws
+
+
+def data_of_runs(n=600, n_runs=4, seed=1):
+    return gmm.sample_mixture(batch(gmm.source_mixture(), n_runs), n, np.random.default_rng(seed))
+
+
+def test_fit_em_reaches_sklearns_parameters_from_the_same_start():
+    x = data_of_runs()
+    rng = np.random.default_rng(2)
+    start = gmm.initial_mixture(x, gmm.kmeans_responsibilities(x, 2, rng))
+    ours = gmm.fit_em(x, 2, init=start)
+    for r in range(x.shape[1]):
+        reference = GaussianMixture(2, covariance_type="full", weights_init=start.weights[r],
+                                    means_init=start.means[r],
+                                    precisions_init=np.linalg.inv(start.covariances[r])).fit(x[:, r])
+        np.testing.assert_allclose(ours.mixture.weights[r], reference.weights_, atol=1e-9)
+        np.testing.assert_allclose(ours.mixture.means[r], reference.means_, atol=1e-9)
+        np.testing.assert_allclose(ours.mixture.covariances[r], reference.covariances_, atol=1e-9)
+        assert ours.n_iter[r] == reference.n_iter_
+        assert ours.lower_bound[r] == pytest.approx(reference.lower_bound_, abs=1e-9)
+    assert ours.converged.all()
+
+
+def test_fit_em_from_a_poor_start_converges_like_sklearn():
+    # a start far from the answer makes EM iterate for a while, with runs stopping at different iterations
+    x = data_of_runs(n=400, n_runs=3, seed=5)
+    start = gmm.Mixture(np.full((3, 2), 0.5), np.array([[[0.0, 0.0], [0.1, 0.1]]] * 3),
+                        np.broadcast_to(np.eye(2) * 9.0, (3, 2, 2, 2)).copy())
+    start.means[1] += 0.5
+    ours = gmm.fit_em(x, 2, init=start, tol=1e-6)
+    for r in range(3):
+        reference = GaussianMixture(2, tol=1e-6, weights_init=start.weights[r], means_init=start.means[r],
+                                    precisions_init=np.linalg.inv(start.covariances[r])).fit(x[:, r])
+        np.testing.assert_allclose(ours.mixture.means[r], reference.means_, atol=1e-7)
+        assert ours.n_iter[r] == reference.n_iter_
+    assert ours.n_iter.min() > 3
+
+
+def test_fit_em_and_sklearn_defaults_find_the_same_mixture():
+    x = data_of_runs(seed=3)
+    ours = gmm.fit_em(x, 2, np.random.default_rng(0)).mixture
+    reference = gmm.fit_sklearn(x, 2, np.random.default_rng(0))
+    assert np.all(gmm.l2_distance(ours, reference) < 1e-6)
+    assert np.all(gmm.l2_distance(gmm.source_mixture(), ours) < 0.05)
+
+
+def test_kmeans_labels_match_sklearn_up_to_permutation():
+    x = data_of_runs(n=500, n_runs=3, seed=4)
+    resp = gmm.kmeans_responsibilities(x, 2, np.random.default_rng(0))
+    assert resp.shape == (500, 3, 2)
+    np.testing.assert_array_equal(resp.sum(-1), 1.0)
+    for r in range(3):
+        ours = resp[:, r].argmax(-1)
+        theirs = KMeans(2, n_init=1, random_state=0).fit(x[:, r]).labels_
+        agreement = np.mean(ours == theirs)
+        assert max(agreement, 1 - agreement) == 1.0
+
+
+def test_chain_shapes_determinism_and_collapse():
+    chain = gmm.gmm_chain(60, 300, n_runs=3, seed=7, snapshot_generations=[0, 300])
+    assert chain.weights.shape == (3, 301, 2)
+    assert chain.means.shape == (3, 301, 2, 2)
+    assert chain.covariances.shape == (3, 301, 2, 2, 2)
+    assert chain.l2.shape == (3, 301)
+    assert sorted(chain.snapshots) == [0, 300] and chain.snapshots[0].shape == (60, 2)
+    np.testing.assert_allclose(chain.weights.sum(-1), 1.0)
+    again = gmm.gmm_chain(60, 300, n_runs=3, seed=7)
+    np.testing.assert_array_equal(chain.covariances, again.covariances)
+    other = gmm.gmm_chain(60, 300, n_runs=3, seed=8)
+    assert not np.allclose(chain.covariances, other.covariances)
+    # with 60 points a generation the spread collapses within a few hundred generations
+    variance = chain.mean_component_variance()
+    assert np.all(variance[:, -1] < 0.1 * variance[:, 0])
+    assert np.all(chain.l2[:, -1] > 5 * chain.l2[:, 0])
+    heavy_first = chain.sorted_weights()
+    assert np.all(heavy_first[..., 0] >= heavy_first[..., 1])
+    assert chain.component_variance().shape == (3, 301, 2)
+
+
+def test_accumulate_chain_keeps_the_original_data():
+    replace = gmm.gmm_chain(60, 40, n_runs=4, seed=1)
+    keep = gmm.gmm_chain(60, 40, n_runs=4, seed=1, policy="accumulate")
+    assert keep.policy == "accumulate"
+    np.testing.assert_array_equal(keep.l2[:, 0], replace.l2[:, 0])  # same real data, same first fit
+    assert np.median(keep.l2[:, -1]) < np.median(replace.l2[:, -1])
+
+
+def test_sklearn_backend_runs_the_same_loop():
+    chain = gmm.gmm_chain(200, 3, n_runs=2, seed=0, backend="sklearn", source="one-blob")
+    assert chain.backend == "sklearn" and chain.l2.shape == (2, 4)
+    ours = gmm.gmm_chain(200, 3, n_runs=2, seed=0, source="one-blob")
+    # same real data, each fitted well: both generation-0 fits are close to the blob
+    assert np.all(chain.l2[:, 0] < 0.05) and np.all(ours.l2[:, 0] < 0.05)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_samples=3), "n_samples must be at least"),
+    (dict(n_samples=0), "n_samples"),
+    (dict(n_runs=0), "n_runs"),
+    (dict(backend="torch"), "backend must be one of"),
+    (dict(source="three-blobs"), "source must be one of"),
+    (dict(policy="keep-all"), "policy must be one of"),
+    (dict(snapshot_generations=[0, 11]), r"snapshot_generations\[1\] must be an integer <= 10"),
+    (dict(n_generations=-1), "n_generations"),
+])
+def test_bad_parameters_fail_at_once(kwargs, message):
+    params = dict(n_samples=50, n_generations=10) | kwargs
+    with pytest.raises(ParameterError, match=message):
+        gmm.gmm_chain(**params)
+
+
+def test_fit_em_rejects_bad_input():
+    with pytest.raises(ParameterError, match="shape"):
+        gmm.fit_em(np.zeros((10, 2)), 2, np.random.default_rng(0))
+    with pytest.raises(ParameterError, match="rng"):
+        gmm.fit_em(np.zeros((10, 1, 2)), 2)

@@ -46,8 +46,9 @@ test: $(STAMP)
 
 ## Run a profile's chapters with papermill into reproductions/$(PROFILE)/ and build its book:
 ##   make reproduce PROFILE=quick|paper|path.yaml [CHAPTERS=02_discrete_chain,03_gaussian]
+##   [REPRODUCE_ARGS="--param runs_dir=/data/runs --timeout 36000"]
 reproduce: $(STAMP)
-	$(PY) -m mcutils.reproduce --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS))
+	$(PY) -m mcutils.reproduce --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(REPRODUCE_ARGS)
 
 ## JupyterLab on the book's folder with the project's kernel (python3 of .venv).
 lab: $(STAMP)

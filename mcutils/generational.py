@@ -162,5 +162,6 @@ def _loop(real, fit, sample, n_generations, policy, n, rng, concat, take) -> Ite
         yield Generation(index=index, model=model, data=data, samples=samples)
         if samples is None:
             break
-        history.append(samples)
+        # replace needs only the newest sample: keep memory flat over long chains
+        history = [*history, samples] if policy.name != "replace" else [samples]
         data = policy.next_training_set(real, history, rng, n=n, concat=concat, take=take)

@@ -190,14 +190,14 @@ def _kmeans(xt: np.ndarray, n_components: int, rng: np.random.Generator,
             max_iter: int = 300, rel_tol: float = 1e-4) -> np.ndarray:
     """:func:`kmeans_responsibilities` on ``xt (R, d, n)``; returns ``(R, K, n)``."""
     n_runs, _, n = xt.shape
-    runs = np.arange(n_runs)
-    centres = [xt[runs, :, rng.integers(n, size=n_runs)]]  # each (R, d)
+    every_run = np.arange(n_runs)
+    centres = [xt[every_run, :, rng.integers(n, size=n_runs)]]  # each (R, d)
     closest = ((xt - centres[0][..., None]) ** 2).sum(axis=1)  # (R, n)
     for _ in range(1, n_components):
         cumulative = np.cumsum(closest, axis=-1)
         target = rng.random(n_runs) * cumulative[:, -1]
         pick = np.minimum((cumulative < target[:, None]).sum(axis=-1), n - 1)
-        centres.append(xt[runs, :, pick])
+        centres.append(xt[every_run, :, pick])
         closest = np.minimum(closest, ((xt - centres[-1][..., None]) ** 2).sum(axis=1))
     centres = np.stack(centres, axis=1)  # (R, K, d)
 

@@ -192,6 +192,26 @@ def encode_means(model: VAE, images: np.ndarray, batch_size: int = 4096) -> np.n
     return torch.cat(parts).numpy()
 
 
+@torch.no_grad()
+def posterior_kl(model: VAE, images: np.ndarray, batch_size: int = 4096) -> float:
+    """Mean KL(q(z|x) ‖ N(0, I)) per image, in nats: how much the latent code tells about each image.
+
+    Zero means the encoder ignores its input (posterior collapse): every image
+    gets the prior as its code, and the decoder can only output one image.
+    """
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        mean, logvar = model.encode(torch.as_tensor(images[i:i + batch_size]).to(device))
+        total += float((-0.5 * (1 + logvar - mean.pow(2) - logvar.exp())).sum())
+    return total / len(images)
+
+
+def pixel_spread(images: np.ndarray) -> float:
+    """The standard deviation of each pixel across images, averaged over pixels: how much the images differ."""
+    return float(np.asarray(images).std(axis=0).mean())
+
+
 # --------------------------------------------------------------------------- measuring a generation
 
 def digit_classifier(images: np.ndarray, labels: np.ndarray, *, seed: int = 0, max_train: int = 10000,
@@ -232,7 +252,7 @@ def entropy_bits(shares: np.ndarray) -> float:
 class VAEChain:
     """What each generation of a VAE chain produced, generation 0 first."""
 
-    metrics: list = field(default_factory=list)   # dicts: loss, latent stats, class mix, seconds
+    metrics: list = field(default_factory=list)   # dicts: losses, KL, latent stats, class mix, pixel spread, seconds
     grids: list = field(default_factory=list)     # (n_grid, side, side) random-latent samples
     real: dict = field(default_factory=dict)      # the same statistics of the real images
     classifier_accuracy: float = float("nan")
@@ -299,7 +319,11 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
         raise validate.ParameterError(f"images must have shape (n, 1, side, side), got {images.shape}")
     if images.min() < 0 or images.max() > 1:
         raise validate.ParameterError("images must lie in [0, 1] (binary cross-entropy targets)")
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise validate.ParameterError(f"labels must have one entry per image ({len(images)}), got shape {labels.shape}")
     VAE(images.shape[-1], latent_dim, channels)  # fail now on a bad shape, not after training
+    device = validate.resolve_device(device)
     run_dir = None
     if runs_root is not None:
         settings = chain_settings(images, labels, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -312,6 +336,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     chain = VAEChain(classifier_accuracy=accuracy, run_dir=str(run_dir) if run_dir else None)
     chain.real = {"class_mix": class_mix(classifier, images).tolist()}
     chain.real["class_entropy_bits"] = entropy_bits(chain.real["class_mix"])
+    chain.real["sample_pixel_std"] = pixel_spread(images)
     n = len(images)
     state = {"index": 0, "encoder": None}
 
@@ -328,18 +353,20 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
                                       seed=derived_seed(seed, index), device=device, channels=channels)
             grid = sample_images(model, n_grid, seed=derived_seed(seed, index, 1))[:, 0]
             metrics = {"generation": index, "final_loss": losses[-1], "losses": losses,
-                       "n_train": len(data), "train_seconds": time.perf_counter() - start}
+                       "kl_per_image": posterior_kl(model, data), "n_train": len(data),
+                       "train_seconds": time.perf_counter() - start}
         if state["encoder"] is None:
             state["encoder"] = model
         samples = sample_images(model, n, seed=derived_seed(seed, index, 2))
         if "latent_mean" not in metrics:
             metrics.update(_latent_stats(state["encoder"], samples))
             mix = class_mix(classifier, samples)
-            metrics.update(class_mix=mix.tolist(), class_entropy_bits=entropy_bits(mix))
+            metrics.update(class_mix=mix.tolist(), class_entropy_bits=entropy_bits(mix),
+                           sample_pixel_std=pixel_spread(samples))
             if gen_dir is not None:
                 _save_generation(gen_dir, model, grid, metrics)
-            log(f"generation {index:2d}: loss {metrics['final_loss']:.1f}, latent mean "
-                f"{metrics['latent_mean']:+.3f} std {metrics['latent_std']:.3f}, "
+            log(f"generation {index:2d}: loss {metrics['final_loss']:.1f} (KL {metrics['kl_per_image']:.1f}), "
+                f"latent mean {metrics['latent_mean']:+.3f} std {metrics['latent_std']:.3f}, "
                 f"class entropy {metrics['class_entropy_bits']:.2f} bits ({metrics['train_seconds']:.1f} s)")
         if index == 0:
             chain.real.update(_latent_stats(model, images))

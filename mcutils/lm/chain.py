@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import runs, validate
 from . import dist
-from .settings import ChainSettings, check_hub, for_profile
+from .settings import ChainSettings, check_hub, for_profile, generation0_view
 
 SETTINGS_FILE = "settings.json"
 SAMPLES = "samples.arrow"          # the blocks generation NN produced (the next training data)
@@ -83,6 +83,28 @@ class ChainResult:
     def examples(self) -> list[dict]:
         """Every generation's continuation of the fixed prompt (the paper's Example 1)."""
         return [m["example"] for m in self.metrics]
+
+
+def mix_training_data(policy, seed: int, generation: int, real: np.ndarray,
+                      generated: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(blocks, source)``: generation ``generation``'s training blocks and where each came from.
+
+    ``generated[g]`` holds the blocks generation ``g`` produced; ``source``
+    is ``-1`` for a real block and ``g`` for one of ``generated[g]``.  The
+    policy's random draws depend only on ``(seed, generation)``, so a resumed
+    chain forms the same sets.
+    """
+    if generation == 0:
+        return real, np.full(len(real), REAL_SOURCE)
+    if len(generated) < generation:
+        raise ValueError(f"generation {generation} needs the samples of generations 0..{generation - 1}")
+    # Provenance rides along as an extra column, so the policy's draws move it with its block.
+    def tagged(blocks, source):
+        return np.column_stack([blocks, np.full(len(blocks), source)])
+    history = [tagged(generated[g], g) for g in range(generation)]
+    rng = np.random.default_rng([seed, generation, 0x9E11])
+    mixed = policy.next_training_set(tagged(real, REAL_SOURCE), history, rng, n=len(real))
+    return mixed[:, :-1], mixed[:, -1]
 
 
 def chain_dir(settings: ChainSettings, runs_dir: str | Path | None = "", profile: str = "quick") -> Path:
@@ -149,11 +171,8 @@ def _adopt_generation0(run_dir: Path, settings: ChainSettings) -> None:
         other_dir = other.parent
         if other_dir == run_dir or not runs.is_complete(other_dir, 0):
             continue
-        try:
-            theirs = ChainSettings.from_dict(runs.read_json(other))
-        except (TypeError, ValueError, validate.ParameterError):
-            continue
-        if runs.settings_hash(theirs.generation0_settings()) != wanted:
+        # Compare the stored settings as written (fields added since then must not match by default).
+        if runs.settings_hash(generation0_view(runs.read_json(other))) != wanted:
             continue
         for name in ("data",):
             if (other_dir / name).is_dir() and not (run_dir / name).exists():
@@ -231,16 +250,9 @@ class _Chain:
         return self.samples[generation]
 
     def training_data(self, generation: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(blocks, source)``: generation ``g``'s training blocks and where each came from (-1: real)."""
-        real = self.blocks["train"]
-        if generation == 0:
-            return real, np.full(len(real), REAL_SOURCE)
-        # Provenance rides along as an extra column, so the policy's draws move it with its block.
-        tagged = lambda blocks, source: np.column_stack([blocks, np.full(len(blocks), source)])
-        history = [tagged(self._generated(g), g) for g in range(generation)]
-        rng = np.random.default_rng([self.s.seed, generation, 0x9E11])
-        mixed = self.s.policy_object.next_training_set(tagged(real, REAL_SOURCE), history, rng, n=len(real))
-        return mixed[:, :-1], mixed[:, -1]
+        """``(blocks, source)`` of generation ``generation``'s training set (see :func:`mix_training_data`)."""
+        history = [self._generated(g) for g in range(generation)]
+        return mix_training_data(self.s.policy_object, self.s.seed, generation, self.blocks["train"], history)
 
     def prompts(self, generation: int) -> np.ndarray:
         """The blocks to continue: the real ones (the paper's text), or the newest generated ones."""
@@ -266,7 +278,8 @@ class _Chain:
         from . import model as lm_model
         from .data import save_blocks, save_table
         from .generate import beam_continuations, continue_text
-        from .metrics import perplexity, repeated_ngram_share, sequence_losses, summary
+        from .metrics import (perplexity, perplexity_by_true_probability, repeated_ngram_share,
+                              sequence_losses, summary, token_losses)
 
         s, folder = self.s, runs.generation_dir(self.run_dir, g)
         timing: dict[str, float] = {}
@@ -277,7 +290,8 @@ class _Chain:
 
         tick = time.perf_counter()
         score = dict(batch_size=s.eval_batch_size, device=self.device)
-        test_losses = sequence_losses(model, self.blocks["test"], **score)
+        test_token_losses = token_losses(model, self.blocks["test"], **score)
+        test_losses = test_token_losses.mean(axis=1)
         validation_losses = sequence_losses(model, self.blocks["validation"], **score)
         timing["evaluate_s"] = time.perf_counter() - tick
 
@@ -312,6 +326,9 @@ class _Chain:
                               "blocks_by_source": {str(k): int(v) for k, v in zip(*np.unique(source, return_counts=True))}},
             "training": training,
             "test_perplexity": perplexity(test_losses),
+            "test_perplexity_by_true_probability": (
+                perplexity_by_true_probability(test_token_losses, self.language.token_log_probs(self.blocks["test"]))
+                if self.language is not None else None),
             "validation_perplexity": perplexity(validation_losses),
             "samples": sample_metrics,
             "example": {"prompt": example_prompt,

@@ -50,8 +50,14 @@ def synthetic_texts(settings: ChainSettings, language=None) -> dict[str, list[st
     language = language or SyntheticLanguage(settings.language)
     corpus = settings.corpus
     return {split: language.sample_text(getattr(corpus, f"{split}_tokens"), seed=i + 1,
-                                        words_per_line=corpus.words_per_line)
+                                        words_per_line=corpus.words_per_line,
+                                        document_length=document_length(settings))
             for i, split in enumerate(SPLITS)}
+
+
+def document_length(settings: ChainSettings) -> int:
+    """Synthetic documents span 16 blocks exactly, so no block holds two topics."""
+    return 16 * settings.block_size
 
 
 def load_texts(settings: ChainSettings) -> dict[str, list[str]]:

@@ -24,22 +24,41 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 @torch.no_grad()
-def sequence_losses(model, blocks: np.ndarray, *, batch_size: int = 128, device: str = "cpu",
-                    progress: bool = False, description: str = "score") -> np.ndarray:
-    """Every block's mean next-token loss (nats) under ``model``; identical in every process."""
+def token_losses(model, blocks: np.ndarray, *, batch_size: int = 128, device: str = "cpu",
+                 progress: bool = False, description: str = "score") -> np.ndarray:
+    """Every next-token loss (nats) under ``model``: ``(n_blocks, L - 1)``, identical in every process."""
     from tqdm.auto import tqdm
 
     blocks = np.asarray(blocks, dtype=np.int64)
     model.eval().to(device)
-    out = np.zeros(len(blocks), dtype=np.float64)
+    out = np.zeros((len(blocks), blocks.shape[1] - 1), dtype=np.float64)
     for start, stop in tqdm(dist.my_batches(len(blocks), batch_size), desc=description, leave=False,
                             unit="batch", disable=not (progress and dist.is_main())):
         ids = torch.as_tensor(blocks[start:stop], device=device)
         logits = model(input_ids=ids).logits[:, :-1].float()
         losses = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-        out[start:stop] = losses.view(len(ids), -1).mean(dim=1).double().cpu().numpy()
+        out[start:stop] = losses.view(len(ids), -1).double().cpu().numpy()
     return dist.sum_across(out)
+
+
+def sequence_losses(model, blocks: np.ndarray, **kwargs) -> np.ndarray:
+    """Every block's mean next-token loss (nats) under ``model``."""
+    return token_losses(model, blocks, **kwargs).mean(axis=1)
+
+
+def perplexity_by_true_probability(losses: np.ndarray, true_log_probs: np.ndarray,
+                                   threshold: float = 0.01) -> dict:
+    """The model's perplexity on rare tokens (true probability below ``threshold``) and on the rest.
+
+    Early model collapse (§3) is the tails going first: a model that has
+    forgotten the rare events gets worse on the ``rare`` tokens before the
+    ``common`` ones.  Needs the truth, so only the synthetic language has it.
+    """
+    rare = np.exp(true_log_probs) < threshold
+    return {"threshold": threshold, "rare_token_share": float(rare.mean()),
+            "rare": float(np.exp(losses[rare].mean())) if rare.any() else None,
+            "common": float(np.exp(losses[~rare].mean())) if (~rare).any() else None}
 
 
 def perplexity(losses: np.ndarray) -> float:

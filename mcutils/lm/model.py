@@ -65,6 +65,20 @@ def tiny_config(vocab_size: int, settings: ChainSettings):
 
 
 @contextmanager
+def quiet_transformers():
+    """No "Loading weights" / "Writing model shards" bars for the small saves and loads of a chain."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
 def _lock(path: Path):
     """One builder at a time (two notebooks may start at once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +110,7 @@ def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bo
     import torch
     from transformers import OPTForCausalLM
 
-    from .data import tokenize_and_cut
+    from .data import document_length, tokenize_and_cut
     from .language import SyntheticLanguage
     from .train import fine_tune
 
@@ -106,9 +120,10 @@ def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bo
             f"{spec.pretrain_epochs} epochs); cached in {target}")
     language = SyntheticLanguage(settings.language)
     tokenizer = language.tokenizer()
-    lines = language.sample_text(spec.pretrain_tokens, seed=101, pretraining=True)
-    blocks = tokenize_and_cut(lines, tokenizer, settings.block_size)
-    held_out = tokenize_and_cut(language.sample_text(64 * settings.block_size, seed=102, pretraining=True),
+    text = dict(document_length=document_length(settings), pretraining=True)
+    blocks = tokenize_and_cut(language.sample_text(spec.pretrain_tokens, seed=101, **text),
+                              tokenizer, settings.block_size)
+    held_out = tokenize_and_cut(language.sample_text(64 * settings.block_size, seed=102, **text),
                                 tokenizer, settings.block_size)
     torch.manual_seed(settings.language.seed)
     model = OPTForCausalLM(tiny_config(len(tokenizer), settings))
@@ -119,14 +134,13 @@ def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bo
                        progress=progress, description="pre-train tiny OPT")
     if dist.is_main():
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        model.save_pretrained(scratch)
+        with quiet_transformers():
+            model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         info = {"key": tiny_key(settings), "n_parameters": int(sum(p.numel() for p in model.parameters())),
                 "pretraining": result.to_dict(), "n_blocks": int(len(blocks)),
                 "held_out_perplexity": float(np.exp(result.best_validation_loss)),
-                "true_perplexity_related_language": float(np.exp(-np.sum(
-                    language.unigram[:, None] * language.pretraining_transition
-                    * np.log(language.pretraining_transition))))}
+                }
         runs.atomic_write_json(scratch / PRETRAINING_INFO, info)
         if target.exists():
             shutil.rmtree(target)
@@ -157,7 +171,8 @@ def load_base_model(settings: ChainSettings, device: str = "cpu", progress: bool
 
 def _from_pretrained(cls, source: str, **kwargs):
     try:
-        return cls.from_pretrained(source, **kwargs)
+        with quiet_transformers():
+            return cls.from_pretrained(source, **kwargs)
     except OSError as exc:
         if hub_offline() and not os.path.isdir(source):
             raise HubUnavailable(offline_advice(f"model {source!r}")) from exc
@@ -172,8 +187,10 @@ def fresh_copy(model):
 def save_model(model, folder: Path) -> None:
     """Weights as safetensors with their config, written to a scratch folder then renamed."""
     folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    model.save_pretrained(scratch)
+    with quiet_transformers():
+        model.save_pretrained(scratch)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(scratch, folder)
@@ -183,7 +200,8 @@ def load_model(folder: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with quiet_transformers():
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 def info(settings: ChainSettings) -> dict:

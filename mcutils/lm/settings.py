@@ -29,6 +29,7 @@ SYNTHETIC = "synthetic"  # the synthetic language of :mod:`mcutils.lm.language`
 WIKITEXT = "wikitext"    # load_dataset("wikitext", "wikitext-2-raw-v1")
 PROMPTS = ("original", "previous")
 PRECISIONS = ("fp32", "bf16", "fp16")
+ENGINE_VERSION = 1  # part of every run name: bump when the same settings would give other numbers
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -40,8 +41,8 @@ class TinyModelSpec:
     n_layers: int = 2
     n_heads: int = 4
     ffn_dim: int = 256
-    dropout: float = 0.1
-    pretrain_tokens: int = 1_048_576
+    dropout: float = 0.0
+    pretrain_tokens: int = 819_200
     pretrain_epochs: int = 2
     pretrain_learning_rate: float = 3e-3
     pretrain_batch_size: int = 64
@@ -173,21 +174,12 @@ class ChainSettings:
         return replace(self, **changes)
 
     def result_settings(self) -> dict:
-        """The settings the numbers depend on; the stand-ins' only when they are used."""
-        out = self.to_dict()
-        if self.model != TINY:
-            out.pop("tiny")
-        if self.dataset != SYNTHETIC:
-            out.pop("language")
-            out.pop("corpus")
-        return out
+        """The settings the numbers depend on (the stand-ins' only when used), with the engine version."""
+        return result_view(self.to_dict())
 
     def generation0_settings(self) -> dict:
         """What generation 0 depends on: everything but the data policy (shared across policies)."""
-        out = self.result_settings()
-        out.pop("policy")
-        out.pop("real_fraction")
-        return out
+        return generation0_view(self.to_dict())
 
     @property
     def run_name(self) -> str:
@@ -198,6 +190,25 @@ class ChainSettings:
             words.append(f"rp{self.repetition_penalty:g}")
         words.append(f"s{self.seed}")
         return runs.run_name("-".join(words), self.result_settings())
+
+
+def result_view(settings: dict) -> dict:
+    """:meth:`ChainSettings.result_settings` of a settings dict (as stored in a run's settings.json)."""
+    out = dict(settings)
+    if out.get("model") != TINY:
+        out.pop("tiny", None)
+    if out.get("dataset") != SYNTHETIC:
+        out.pop("language", None)
+        out.pop("corpus", None)
+    out["engine"] = ENGINE_VERSION
+    return out
+
+
+def generation0_view(settings: dict) -> dict:
+    out = result_view(settings)
+    out.pop("policy", None)
+    out.pop("real_fraction", None)
+    return out
 
 
 def _short(name: str) -> str:
@@ -237,12 +248,25 @@ def paper(**overrides) -> ChainSettings:
     return ChainSettings(**base)
 
 
-PROFILES = {"quick": quick, "paper": paper}
+def smoke(**overrides) -> ChainSettings:
+    """Toy sizes for tests and demos: a chain of a few generations in seconds (not a result)."""
+    base = dict(
+        block_size=16, epochs=2, learning_rate=3e-3, batch_size=16, generation_batch_size=32,
+        eval_batch_size=64,
+        language=LanguageSpec(n_words=64, n_topics=4, topic_words=8),
+        corpus=SyntheticCorpusSpec(train_tokens=1024, validation_tokens=256, test_tokens=256),
+        tiny=TinyModelSpec(hidden_size=16, n_layers=1, n_heads=2, ffn_dim=32, pretrain_tokens=8192,
+                           pretrain_epochs=1, pretrain_learning_rate=1e-2, pretrain_batch_size=32))
+    base.update(overrides)
+    return ChainSettings(**base)
+
+
+PROFILES = {"quick": quick, "paper": paper, "smoke": smoke}
 
 
 def for_profile(profile: str = "quick", **overrides) -> ChainSettings:
     validate.choice("profile", profile, list(PROFILES))
-    return PROFILES[profile](**overrides)
+    return PROFILES[profile](**overrides)  # "smoke": toy sizes for tests
 
 
 SETTING_NAMES = tuple(f.name for f in fields(ChainSettings))

@@ -613,16 +613,20 @@ def prepare_profile_book(root: Path, out: Path) -> None:
         shutil.copy2(src, out / rel)
 
 
-def fill_missing_notebooks(root: Path, out: Path) -> list[str]:
-    """Notebooks this profile has not (successfully) run keep the book's committed ones; returns their names."""
+def fill_missing_notebooks(root: Path, out: Path, produced: Iterable[str] = ()) -> list[str]:
+    """Notebooks this profile has not (successfully) run keep the book's committed ones.
+
+    Returns the chapters whose pages in ``out`` carry the book's outputs rather than this profile's.
+    """
+    produced = set(produced)
     borrowed = []
     for page in toc_notebooks(root):
         target = out / f"{page.doc}.ipynb"
         if not target.exists() and page.source(root).is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(page.source(root), target)
-            if page.name != SCORECARD:
-                borrowed.append(page.name)
+        if page.name != SCORECARD and target.exists() and page.name not in produced:
+            borrowed.append(page.name)
     return borrowed
 
 
@@ -747,6 +751,8 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
             progress.finish(label, outcome)
             outcomes.append(outcome)
             continue
+        if page.name == SCORECARD and not in_place:
+            fill_missing_notebooks(book_root, out)  # the scorecard gathers every chapter of this book
         final = final_root / f"{page.doc}.ipynb"
         attempt = out / "attempts" / f"{page.name}.ipynb"
         status, seconds = execute_notebook(page.source(book_root), attempt, final.parent, outcome.parameters,
@@ -786,7 +792,7 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
         state = json.loads(state_path.read_text()) if state_path.is_file() else {"produced": []}
         produced = sorted(set(state["produced"]) | {o.chapter for o in outcomes if o.ok and o.chapter != SCORECARD})
         atomic_write_json(state_path, {"profile": profile.name, "produced": produced})
-        borrowed = fill_missing_notebooks(book_root, out)
+        borrowed = fill_missing_notebooks(book_root, out, produced)
         write_profile_config(out, profile, produced, borrowed)
         print("Building the book of this profile ...", file=stream, flush=True)
         built = build_book(out, out / "logs" / "build.log")

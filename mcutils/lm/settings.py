@@ -141,11 +141,17 @@ class ChainSettings:
                 if tokens < self.block_size:
                     raise validate.ParameterError(
                         f"corpus.{split}_tokens={tokens} is less than one block of block_size={self.block_size}")
-            n_real = self.n_real_kept(self.corpus.train_tokens // self.block_size)
-            if self.real_fraction > 0 and n_real == 0:
+            n_train = self.corpus.train_tokens // self.block_size
+            if self.max_train_blocks is not None:
+                n_train = min(n_train, self.max_train_blocks)
+            if n_train < self.batch_size:
                 raise validate.ParameterError(
-                    f"real_fraction={self.real_fraction} keeps no block of the "
-                    f"{self.corpus.train_tokens // self.block_size} training blocks; raise it or the corpus")
+                    f"the synthetic training split has {n_train} blocks of {self.block_size} tokens, fewer "
+                    f"than one batch of batch_size={self.batch_size}")
+            if self.real_fraction > 0 and self.n_real_kept(n_train) == 0:
+                raise validate.ParameterError(
+                    f"real_fraction={self.real_fraction} keeps no block of the {n_train} training blocks; "
+                    "raise it or the corpus")
 
     # -- derived --------------------------------------------------------------
     @property
@@ -212,7 +218,7 @@ def generation0_view(settings: dict) -> dict:
 
 
 def _short(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "_", Path(name).name if os.path.isdir(name) else name.split("/")[-1])
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", Path(name).name if os.path.isdir(name) else name.split("/")[-1])
 
 
 def _source_name(kind: str, name: str, *builtin: str) -> str:
@@ -255,7 +261,7 @@ def smoke(**overrides) -> ChainSettings:
         eval_batch_size=64,
         language=LanguageSpec(n_words=64, n_topics=4, topic_words=8),
         corpus=SyntheticCorpusSpec(train_tokens=1024, validation_tokens=256, test_tokens=256),
-        tiny=TinyModelSpec(hidden_size=16, n_layers=1, n_heads=2, ffn_dim=32, pretrain_tokens=8192,
+        tiny=TinyModelSpec(hidden_size=32, n_layers=1, n_heads=2, ffn_dim=64, pretrain_tokens=16384,
                            pretrain_epochs=1, pretrain_learning_rate=1e-2, pretrain_batch_size=32))
     base.update(overrides)
     return ChainSettings(**base)

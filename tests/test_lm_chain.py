@@ -1,0 +1,154 @@
+"""The resumable LM chain: runs-folder contract, resume after a kill, determinism (mcutils.lm.chain).
+
+Uses the ``smoke`` settings (toy sizes: a generation takes about a second);
+the numbers mean nothing, the mechanics are what is tested.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcutils import runs
+from mcutils.lm import chain, settings
+
+N_GEN = 3
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A private cache for the pre-trained toy model, shared by this module's chains."""
+    cache = tmp_path_factory.mktemp("mcutils-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MCUTILS_CACHE_DIR", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        yield {**os.environ}
+
+
+def _run(runs_dir, n=N_GEN, **overrides):
+    return chain.run_chain(settings.smoke(**overrides), n, runs_dir=runs_dir, device="cpu",
+                           progress=False, log=lambda message: None)
+
+
+def _metrics_files(run_dir):
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("gen_*/metrics.json"))}
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+    """One uninterrupted chain, the yardstick of the other tests."""
+    return _run(tmp_path_factory.mktemp("runs-reference"))
+
+
+def test_runs_folder_contract(reference):
+    run_dir = reference.run_dir
+    assert run_dir.name == settings.smoke().run_name
+    assert [m["generation"] for m in reference.metrics] == list(range(N_GEN))
+    for g in range(N_GEN):
+        folder = runs.generation_dir(run_dir, g)
+        assert (folder / "metrics.json").is_file() and (folder / chain.SAMPLES).is_file()
+        assert (folder / chain.MODEL).is_dir() == (g == 0)  # only generation 0's model is kept
+    assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob("*.pkl")) and not list(run_dir.rglob("*.bin"))
+    assert settings.ChainSettings.from_dict(runs.read_json(run_dir / chain.SETTINGS_FILE)) == settings.smoke()
+
+
+def test_metrics_and_arrays_read_back(reference):
+    m0 = reference.metrics[0]
+    assert m0["training_data"]["n_real_blocks"] == m0["training_data"]["n_blocks"] == 64
+    assert reference.metrics[1]["training_data"]["n_real_blocks"] == 0  # replace: no real data kept
+    assert m0["base_test_perplexity"] > 0 and m0["source_true_perplexity"] > 1
+    assert m0["test_perplexity_by_true_probability"]["rare"] > m0["test_perplexity_by_true_probability"]["common"]
+    test = reference.series("test_perplexity")
+    assert test.shape == (N_GEN,) and np.all(test > 1)
+    samples = reference.samples(1)
+    assert samples.shape == (64, 16)
+    scores = reference.per_sequence(1)
+    assert set(scores) == {"gen0_perplexity", "true_perplexity"} and len(scores["gen0_perplexity"]) == 64
+    assert np.median(scores["gen0_perplexity"]) == pytest.approx(reference.series("samples", "gen0_perplexity", "q50")[1])
+    assert len(reference.real_per_sequence()["gen0_perplexity"]) == 64
+    assert all(e["continuation"] for e in reference.examples())
+
+
+def test_rerun_recomputes_nothing(reference, monkeypatch):
+    from mcutils.lm import model as lm_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a complete chain was recomputed")
+
+    monkeypatch.setattr(lm_model, "load_base_model", refuse)
+    again = _run(reference.run_dir.parent)
+    assert again.metrics == reference.metrics
+
+
+def test_another_seed_gives_other_numbers(reference, tmp_path):
+    other = _run(tmp_path, n=1, seed=1)
+    assert other.run_dir.name != reference.run_dir.name
+    assert other.metrics[0]["test_perplexity"] != reference.metrics[0]["test_perplexity"]
+
+
+def test_a_longer_chain_continues_a_shorter_one_with_the_same_numbers(reference, tmp_path):
+    """Determinism: a fresh run in another folder, stopped and continued, equals the reference."""
+    short = _run(tmp_path, n=2)
+    stamp = (short.run_dir / "gen_01" / "metrics.json").stat().st_mtime_ns
+    longer = _run(tmp_path, n=N_GEN)
+    assert (longer.run_dir / "gen_01" / "metrics.json").stat().st_mtime_ns == stamp
+    assert _metrics_files(longer.run_dir) == _metrics_files(reference.run_dir)
+
+
+def test_resume_after_a_kill_gives_the_same_metrics(reference, env, tmp_path):
+    """Kill a CLI chain (SIGKILL) once generation 0 is complete, rerun it: same numbers as uninterrupted."""
+    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_GEN),
+               "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress"]
+    run_dir = tmp_path / settings.smoke().run_name
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not runs.is_complete(run_dir, 0) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert runs.is_complete(run_dir, 0) and not runs.is_complete(run_dir, N_GEN - 1), "killed too late to test"
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert _metrics_files(run_dir) == _metrics_files(reference.run_dir)
+
+
+def test_resume_inside_a_generation_reuses_the_saved_model(reference, tmp_path):
+    """A run killed after saving generation 1's model, before its samples, picks that model up."""
+    import shutil
+
+    from mcutils.lm import model as lm_model
+
+    kept = chain.run_chain(settings.smoke(), 2, runs_dir=tmp_path / "kept", device="cpu", progress=False,
+                           keep_models=True, log=lambda m: None)
+    gen1 = kept.run_dir / "gen_01"
+    assert (gen1 / chain.MODEL / chain.TRAINED).is_file()
+    (gen1 / "metrics.json").unlink()
+    (gen1 / chain.SAMPLES).unlink()
+    calls = []
+    original = lm_model.fresh_copy
+    lm_model.fresh_copy = lambda model: calls.append(1) or original(model)
+    try:
+        resumed = chain.run_chain(settings.smoke(), 2, runs_dir=tmp_path / "kept", device="cpu",
+                                  progress=False, log=lambda m: None)
+    finally:
+        lm_model.fresh_copy = original
+    assert calls == []  # nothing was trained again
+    assert resumed.metrics == reference.metrics[:2]
+
+
+def test_other_policies_reuse_generation_zero(reference, tmp_path):
+    import shutil
+
+    shutil.copytree(reference.run_dir, tmp_path / reference.run_dir.name)
+    accumulate = _run(tmp_path, n=2, policy="accumulate")
+    assert accumulate.run_dir != reference.run_dir
+    # generation 0 was copied, not recomputed: even its timing file is the same
+    for name in ("metrics.json", "timing.json"):
+        assert (accumulate.run_dir / "gen_00" / name).read_text() == (reference.run_dir / "gen_00" / name).read_text()
+    assert accumulate.metrics[1]["training_data"]["n_blocks"] == 128  # real + generation 0's samples

@@ -137,7 +137,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *,
     run_dir = chain_dir(settings, runs_dir, profile)
     dist.init(device)
     _write_settings(run_dir, settings)
-    if all(runs.is_complete(run_dir, g) for g in range(n_generations)):
+    if dist.agree(all(runs.is_complete(run_dir, g) for g in range(n_generations))):
         return load_chain(run_dir, n_generations)
     _adopt_generation0(run_dir, settings)
     return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_generations)
@@ -163,7 +163,7 @@ def _write_settings(run_dir: Path, settings: ChainSettings) -> None:
 
 def _adopt_generation0(run_dir: Path, settings: ChainSettings) -> None:
     """Generation 0 does not depend on the data policy: reuse a sibling run's if one is complete."""
-    if runs.is_complete(run_dir, 0) or not dist.is_main():
+    if dist.agree(runs.is_complete(run_dir, 0)) or not dist.is_main():
         dist.barrier()
         return
     wanted = runs.settings_hash(settings.generation0_settings())
@@ -218,12 +218,11 @@ class _Chain:
         from .data import SPLITS, load_blocks, read_blocks, save_blocks
 
         folder = self.run_dir / "data"
-        if not all((folder / f"{split}.arrow").is_file() for split in SPLITS):
-            if dist.is_main():
-                blocks = load_blocks(self.s, self.tokenizer)
-                for split in SPLITS:
-                    save_blocks(folder / f"{split}.arrow", blocks[split])
-            dist.barrier()
+        if not dist.agree(all((folder / f"{split}.arrow").is_file() for split in SPLITS)) and dist.is_main():
+            blocks = load_blocks(self.s, self.tokenizer)
+            for split in SPLITS:
+                save_blocks(folder / f"{split}.arrow", blocks[split])
+        dist.barrier()
         return {split: read_blocks(folder / f"{split}.arrow") for split in SPLITS}
 
     def _check_sizes(self) -> None:
@@ -267,7 +266,7 @@ class _Chain:
         bar = tqdm(range(n_generations), desc=f"chain {self.run_dir.name}", unit="gen",
                    disable=not (self.progress and dist.is_main()))
         for generation in bar:
-            if runs.is_complete(self.run_dir, generation):
+            if dist.agree(runs.is_complete(self.run_dir, generation)):
                 continue
             metrics = self.generation(generation)
             self.log(_one_line(metrics))
@@ -296,7 +295,7 @@ class _Chain:
         timing["evaluate_s"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        if (folder / SAMPLES).is_file():
+        if dist.agree((folder / SAMPLES).is_file()):
             samples = self._generated(g)
         else:
             samples = beam_continuations(
@@ -358,7 +357,7 @@ class _Chain:
         from . import model as lm_model
         from .train import fine_tune
 
-        if (folder / MODEL / TRAINED).is_file():
+        if dist.agree((folder / MODEL / TRAINED).is_file()):
             return (lm_model.load_model(folder / MODEL),
                     runs.read_json(folder / MODEL / TRAINED))
         model = lm_model.fresh_copy(self.base)

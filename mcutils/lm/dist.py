@@ -63,11 +63,32 @@ def is_main() -> bool:
     return global_rank() == 0
 
 
-def barrier() -> None:
+def _world_size() -> int:
     import torch.distributed as td
 
-    if rank_and_world()[1] > 1:
+    return td.get_world_size() if td.is_available() and td.is_initialized() else 1
+
+
+def barrier() -> None:
+    """Wait for every process (also inside :func:`single_process`: barriers are never skipped)."""
+    import torch.distributed as td
+
+    if _world_size() > 1:
         td.barrier()
+
+
+def agree(flag: bool) -> bool:
+    """Every process takes the first process's answer (e.g. "is this file there?"): no racing checks."""
+    if _world_size() == 1:
+        return bool(flag)
+    import torch
+    import torch.distributed as td
+
+    tensor = torch.tensor([int(bool(flag))])
+    if td.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    td.broadcast(tensor, src=0)
+    return bool(tensor.item())
 
 
 def my_batches(n_items: int, batch_size: int) -> list[tuple[int, int]]:

@@ -93,7 +93,7 @@ def _lock(path: Path):
 def ensure_tiny(settings: ChainSettings, device: str = "cpu", progress: bool = True, log=print) -> Path:
     """The cached pre-trained tiny model's folder, built first if absent (about a minute on 2 cores)."""
     target = tiny_dir(settings)
-    if (target / PRETRAINING_INFO).is_file():
+    if dist.agree((target / PRETRAINING_INFO).is_file()):
         return target
     if dist.rank_and_world()[1] > 1:  # every process trains (DDP); the first one writes
         _build_tiny(settings, target, device, progress, log)
@@ -133,6 +133,7 @@ def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bo
                        batch_size=spec.pretrain_batch_size, seed=settings.language.seed, device=device,
                        progress=progress, description="pre-train tiny OPT")
     if dist.is_main():
+        target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         with quiet_transformers():
             model.save_pretrained(scratch)

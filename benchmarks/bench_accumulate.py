@@ -47,7 +47,11 @@ def time_chapter(workdir: Path, runs_dir: Path) -> float:
 
 
 def chain_seconds(runs_dir: Path) -> dict:
-    """Seconds the engine recorded per chain (sum over generations of ``timing.json``'s ``total_s``)."""
+    """Seconds the engine recorded per chain (sum over generations of ``timing.json``'s ``total_s``).
+
+    A chain that adopted its generation 0 from a sibling carries the sibling's
+    timing for it, so generation 0 is counted once per chain here.
+    """
     out = {}
     for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         totals = [json.loads(t.read_text())["total_s"] for t in sorted(run.glob("gen_*/timing.json"))]

@@ -43,8 +43,8 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site_url():
-    site = build_site()
-    if site.returncode != 0 or not (site.html / "index.html").is_file():
+    site = build_site()  # its warnings are test_build's business; here, the pages as built
+    if not (site.html / "index.html").is_file():
         pytest.fail("the book did not build (see test_build):\n" + site.log[-2000:])
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site.html)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -1,22 +1,47 @@
 """The language-model engine: fine-tune, regenerate by 5-way beam search, score, resume.
 
-Shumailov et al., §4 (OPT-125m on wikitext-2) as one resumable call,
-:func:`run_chain`, with the offline stand-ins of the quick profile (a tiny
-OPT pre-trained here and a synthetic language whose likelihood is exact).
+Shumailov et al., §4 (OPT-125m on wikitext-2) as one resumable call, with the
+offline stand-ins of the quick profile: a tiny OPT pre-trained here and a
+synthetic language whose likelihood is exact (:mod:`~mcutils.lm.language`).
 
-Modules: :mod:`~mcutils.lm.settings` (what a chain is; fast checks),
-:mod:`~mcutils.lm.language` (the synthetic language and its tokenizer),
-:mod:`~mcutils.lm.data` (blocks), :mod:`~mcutils.lm.model` (the pre-trained
-model), :mod:`~mcutils.lm.train` (Trainer fine-tuning),
-:mod:`~mcutils.lm.generate` (beam search), :mod:`~mcutils.lm.metrics`,
-:mod:`~mcutils.lm.chain` (the chain and its runs folder) and
-``python -m mcutils.lm`` (the command line).
+Typical use (a chapter)::
+
+    from mcutils import lm
+    settings = lm.for_profile(profile, seed=seed, policy="replace")     # or lm.quick(...), lm.paper(...)
+    chain = lm.run_chain(settings, n_generations, runs_dir=runs_dir, profile=profile, device=device)
+    chain.series("test_perplexity")                        # Fig. 1 (right), one value per generation
+    chain.per_sequence(g)["gen0_perplexity"]              # Fig. 1 (left): generation g's data, scored by gen 0
+    chain.real_per_sequence()["gen0_perplexity"]          # the same for the real training blocks
+    chain.examples()[g]["continuation"]                   # Example 1: the fixed prompt's continuation
+    chain.series("samples", "true_perplexity", "q50")     # synthetic only: the truth's verdict on the data
+    chain.series("samples", "tail", "rare_word_survival") # share of the real data's rare words still present
+
+``run_chain`` returns at once, reading the runs folder, when the chain is
+complete; generation 0 is shared by every data policy with otherwise equal
+settings.  Each ``gen_<NN>/metrics.json`` holds: ``training_data`` (sizes,
+real blocks, blocks by source generation), ``training`` (loss per epoch, best
+epoch), ``test_perplexity``, ``validation_perplexity``,
+``test_perplexity_by_true_probability`` (synthetic: the model on rare vs
+common test tokens), ``samples`` (summaries of ``gen0_perplexity`` and
+``true_perplexity``, ``tail`` survival shares, ``repeated_4gram_share``) and
+``example``; generation 0 adds ``base_test_perplexity`` (zero-shot),
+``real_data`` (the same summaries for the real blocks),
+``source_true_perplexity`` and ``n_parameters``.
+
+Modules: :mod:`~mcutils.lm.settings` (what a chain is; fast checks, no
+torch), :mod:`~mcutils.lm.language`, :mod:`~mcutils.lm.data` (blocks),
+:mod:`~mcutils.lm.model` (the pre-trained model and its cache),
+:mod:`~mcutils.lm.train` (Trainer fine-tuning), :mod:`~mcutils.lm.generate`
+(beam search), :mod:`~mcutils.lm.metrics`, :mod:`~mcutils.lm.dist` (several
+processes), :mod:`~mcutils.lm.chain`, and ``python -m mcutils.lm``.
 
 Importing this package is cheap (no torch); the heavy modules load on use.
 """
-from .settings import ChainSettings, LanguageSpec, SyntheticCorpusSpec, TinyModelSpec, for_profile, paper, quick
+from .language import LanguageSpec
+from .settings import (ChainSettings, SyntheticCorpusSpec, TinyModelSpec, for_profile, paper, quick,
+                       smoke)
 
-__all__ = ["ChainSettings", "LanguageSpec", "SyntheticCorpusSpec", "TinyModelSpec", "quick", "paper",
+__all__ = ["ChainSettings", "LanguageSpec", "SyntheticCorpusSpec", "TinyModelSpec", "quick", "paper", "smoke",
            "for_profile", "run_chain", "load_chain", "chain_dir", "ChainResult", "SyntheticLanguage"]
 
 

@@ -274,7 +274,6 @@ class _Chain:
         return load_chain(self.run_dir, n_generations)
 
     def generation(self, g: int) -> dict:
-        from . import model as lm_model
         from .data import save_blocks, save_table
         from .generate import beam_continuations, continue_text
         from .metrics import (perplexity, perplexity_by_true_probability, repeated_ngram_share,
@@ -349,7 +348,6 @@ class _Chain:
             if g > 0 and not self.keep_models:
                 shutil.rmtree(folder / MODEL, ignore_errors=True)
         dist.barrier()
-        del lm_model
         return metrics
 
     def _trained_model(self, g: int, data: np.ndarray, folder: Path):

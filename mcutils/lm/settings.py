@@ -105,7 +105,7 @@ class ChainSettings:
     generation_batch_size: int = 128
     eval_batch_size: int = 128
     max_train_blocks: int | None = None
-    rare_max_count: int = 2
+    rare_max_count: int = 8
     # The offline stand-ins (used only with model="tiny" / dataset="synthetic").
     language: LanguageSpec = field(default_factory=LanguageSpec)
     corpus: SyntheticCorpusSpec = field(default_factory=SyntheticCorpusSpec)

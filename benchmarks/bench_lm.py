@@ -1,0 +1,83 @@
+"""The LM engine's speed on this machine: the quick-profile chain and Hugging Face `generate`.
+
+Measures (``python -m benchmarks.run lm``):
+
+* the pre-training of the tiny OPT (once per clone; skipped when cached);
+* the quick profile's 10-generation chain, end to end, in a fresh runs folder
+  (target: under 5 minutes on 2 CPU cores) and what it shows (test
+  perplexity of generation 0 and 9);
+* Hugging Face ``generate`` as the official code calls it (5 beams,
+  ``min_new_tokens = max_new_tokens = 64``, one call per batch of 128
+  blocks, fp32) on the quick model: blocks and new tokens per second;
+* Trainer fine-tuning throughput (tokens per second, one epoch).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+N_GENERATIONS = 10
+
+
+def main() -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import torch
+
+    from mcutils.lm import chain, data, generate, settings
+    from mcutils.lm import model as lm_model
+    from mcutils.lm.train import fine_tune
+
+    quick = settings.quick()
+    result: dict = {"torch_threads": torch.get_num_threads(), "settings": quick.run_name}
+
+    start = time.perf_counter()
+    cached = (lm_model.tiny_dir(quick) / lm_model.PRETRAINING_INFO).is_file()
+    model, tokenizer = lm_model.load_base_model(quick, progress=False)
+    result["pretrain_s"] = 0.0 if cached else round(time.perf_counter() - start, 1)
+    result["pretrain_cached"] = cached
+    result["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    how = "cached" if cached else f"pre-trained in {result['pretrain_s']} s"
+    print(f"tiny OPT: {result['n_parameters']:,} parameters ({how})", flush=True)
+
+    blocks = data.load_blocks(quick, tokenizer)
+    batch = blocks["train"][:128]
+    generate.beam_continuations(model, batch[:8], new_tokens=64, progress=False)  # warm-up
+    start = time.perf_counter()
+    generate.beam_continuations(model, batch, new_tokens=64, batch_size=128, progress=False)
+    seconds = time.perf_counter() - start
+    result["hf_generate_128_blocks_s"] = round(seconds, 2)
+    result["hf_generate_new_tokens_per_s"] = round(128 * 64 / seconds, 1)
+    print(f"HF generate, 5 beams, 128 blocks x 64 new tokens: {seconds:.2f} s "
+          f"({128 * 64 / seconds:.0f} new tokens/s)", flush=True)
+
+    start = time.perf_counter()
+    fine_tune(lm_model.fresh_copy(model), blocks["train"], blocks["validation"], epochs=1,
+              learning_rate=quick.learning_rate, min_learning_rate=quick.min_learning_rate,
+              batch_size=quick.batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    result["train_tokens_per_s"] = round(blocks["train"].size / seconds, 1)
+    print(f"Trainer, one epoch of {len(blocks['train'])} blocks: {seconds:.2f} s "
+          f"({blocks['train'].size / seconds:.0f} tokens/s)", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-lm-") as runs_dir:
+        start = time.perf_counter()
+        run = chain.run_chain(quick, N_GENERATIONS, runs_dir=runs_dir, progress=False)
+        seconds = time.perf_counter() - start
+    test = run.series("test_perplexity")
+    result["quick_chain_10_generations_s"] = round(seconds, 1)
+    result["quick_chain_under_5_min"] = bool(seconds < 300)
+    result["test_perplexity_gen0"] = round(float(test[0]), 2)
+    result["test_perplexity_last"] = round(float(test[-1]), 2)
+    result["samples_gen0_perplexity_median"] = [round(float(x), 2)
+                                                for x in run.series("samples", "gen0_perplexity", "q50")]
+    result["summary"] = (f"quick chain, {N_GENERATIONS} generations: {seconds:.0f} s "
+                         f"({'under' if seconds < 300 else 'OVER'} 5 min); test ppl {test[0]:.1f} -> {test[-1]:.1f}; "
+                         f"HF generate {result['hf_generate_new_tokens_per_s']:.0f} new tokens/s")
+    print(result["summary"], flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

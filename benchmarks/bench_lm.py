@@ -10,6 +10,10 @@ Measures (``python -m benchmarks.run lm``):
   ``min_new_tokens = max_new_tokens = 64``, one call per batch of 128
   blocks, fp32) on the quick model: blocks and new tokens per second;
 * Trainer fine-tuning throughput (tokens per second, one epoch).
+
+``MCUTILS_BENCH_THREADS=1`` pins torch to one thread: on a 2-core machine
+shared with other jobs, two OpenMP threads contend and run several times
+slower than one.  The load average is recorded beside the times.
 """
 from __future__ import annotations
 
@@ -29,8 +33,11 @@ def main() -> dict:
     from mcutils.lm import model as lm_model
     from mcutils.lm.train import fine_tune
 
+    if os.environ.get("MCUTILS_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["MCUTILS_BENCH_THREADS"]))
     quick = settings.quick()
-    result: dict = {"torch_threads": torch.get_num_threads(), "settings": quick.run_name}
+    result: dict = {"torch_threads": torch.get_num_threads(), "settings": quick.run_name,
+                    "load_average_before": round(os.getloadavg()[0], 2)}
 
     start = time.perf_counter()
     cached = (lm_model.tiny_dir(quick) / lm_model.PRETRAINING_INFO).is_file()
@@ -72,6 +79,7 @@ def main() -> dict:
     result["test_perplexity_last"] = round(float(test[-1]), 2)
     result["samples_gen0_perplexity_median"] = [round(float(x), 2)
                                                 for x in run.series("samples", "gen0_perplexity", "q50")]
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
     result["summary"] = (f"quick chain, {N_GENERATIONS} generations: {seconds:.0f} s "
                          f"({'under' if seconds < 300 else 'OVER'} 5 min); test ppl {test[0]:.1f} -> {test[-1]:.1f}; "
                          f"HF generate {result['hf_generate_new_tokens_per_s']:.0f} new tokens/s")

@@ -25,7 +25,8 @@ def _torchrun(*args, env, timeout=300):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("mcutils-cache")
+    cache = tmp_path_factory.getbasetemp() / "mcutils-lm-cache"  # shared with the other LM test files
+    cache.mkdir(exist_ok=True)
     environment = {**os.environ, "MCUTILS_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",
                    "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # build the toy pre-trained model once, in one process, so both sides share it

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-blocks", type=int, default=None, help="use only the first N training blocks")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (numbers are reproducible for a given count; default: torch's)")
     p.add_argument("--keep-models", action="store_true", help="keep every generation's model (disk!)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -92,6 +94,9 @@ def main(argv=None) -> int:
         validate.positive_int("n_generations", args.n_generations)
         check_hub(settings)                      # no torch yet: answers in about a second
         device = validate.resolve_device(args.device)
+        if args.threads is not None:
+            import torch
+            torch.set_num_threads(validate.positive_int("threads", args.threads))
     except validate.ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

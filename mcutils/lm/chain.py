@@ -136,6 +136,10 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *,
     log = log or _default_log
     run_dir = chain_dir(settings, runs_dir, profile)
     dist.init(device)
+    world = dist.rank_and_world()[1]
+    if settings.batch_size % world:
+        raise validate.ParameterError(
+            f"batch_size={settings.batch_size} must be a multiple of the number of processes ({world})")
     _write_settings(run_dir, settings)
     if dist.agree(all(runs.is_complete(run_dir, g) for g in range(n_generations))):
         return load_chain(run_dir, n_generations)
@@ -229,7 +233,6 @@ class _Chain:
         from .generate import check_lengths
 
         n_train = len(self.blocks["train"])
-        _, world = dist.rank_and_world()
         if n_train < self.s.batch_size:
             raise validate.ParameterError(
                 f"the training split has {n_train} blocks of {self.s.block_size} tokens, fewer than one "
@@ -237,9 +240,6 @@ class _Chain:
         if self.s.real_fraction > 0 and self.s.n_real_kept(n_train) == 0:
             raise validate.ParameterError(
                 f"real_fraction={self.s.real_fraction} keeps no block of {n_train}; raise it")
-        if self.s.batch_size % world:
-            raise validate.ParameterError(
-                f"batch_size={self.s.batch_size} must be a multiple of the number of processes ({world})")
         check_lengths(self.base, self.s.block_size, self.s.block_size)
 
     def _generated(self, generation: int) -> np.ndarray:
@@ -339,7 +339,9 @@ class _Chain:
             metrics.update(self._generation0_extras(score))
         timing["score_s"] = time.perf_counter() - tick
         timing["total_s"] = time.perf_counter() - start
-        timing.update(world_size=dist.rank_and_world()[1], device=self.device)
+        import torch
+        # CPU results depend (slightly, then chaotically over generations) on the thread count
+        timing.update(world_size=dist.rank_and_world()[1], device=self.device, torch_threads=torch.get_num_threads())
 
         if dist.is_main():
             save_table(folder / PER_SEQUENCE, _table(columns))

@@ -29,7 +29,7 @@ from .. import runs, validate
 from . import dist
 from .settings import TINY, ChainSettings, HubUnavailable, hub_offline, offline_advice
 
-CACHE_FORMAT = 1  # bump when the way the tiny model is built changes
+CACHE_FORMAT = 2  # bump when the way the tiny model is built changes
 PRETRAINING_INFO = "mcutils_pretraining.json"
 
 

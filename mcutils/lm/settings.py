@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -298,13 +297,22 @@ def hub_endpoint() -> str:
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:
-    """A single TCP connection to the hub's host: answers within ``timeout`` seconds."""
-    url = urlparse(hub_endpoint())
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """One HTTPS request to the hub's address: does a real hub answer within about ``timeout`` s?
+
+    A bare TCP connection is not enough: a proxy or sandbox may accept it and
+    then fail every request, which ``huggingface_hub`` retries for a minute.
+    Any HTTP status counts as an answer; a connection, TLS or timeout error does not.
+    """
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(hub_endpoint() + "/api/whoami-v2", method="HEAD")
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        urllib.request.urlopen(request, timeout=timeout).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # the hub answered (e.g. 401 without a token)
+    except (OSError, ValueError):
         return False
 
 
@@ -342,7 +350,7 @@ def check_hub(settings: ChainSettings, timeout: float = 1.5) -> str:
             raise HubUnavailable(
                 f"{what} must be downloaded from {hub_endpoint()}, which did not answer within {timeout:g} s. "
                 f"{QUICK_WORKS_OFFLINE} To use the hub, connect to the internet.")
-        raise HubUnavailable(offline_advice(what))
+        raise HubUnavailable(offline_advice(what, plural=len(missing) > 1))
     return "offline"
 
 
@@ -350,8 +358,8 @@ QUICK_WORKS_OFFLINE = ("The quick profile (model='tiny', dataset='synthetic', th
                        "so do local folders in Hugging Face format.")
 
 
-def offline_advice(what: str) -> str:
-    return (f"{what} is not in the local Hugging Face cache and the hub is switched off "
+def offline_advice(what: str, plural: bool = False) -> str:
+    return (f"{what} {'are' if plural else 'is'} not in the local Hugging Face cache and the hub is switched off "
             f"(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE). {QUICK_WORKS_OFFLINE} To download it, go online "
             f"and unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE.")
 

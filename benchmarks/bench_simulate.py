@@ -130,8 +130,8 @@ def cases() -> list[dict]:
                             lambda p=policy: simulate.gaussian_chain(0.0, 1.0, 100, 1000, n_runs=100, policy=p),
                             lambda k, p=policy: naive_gaussian(0.0, 1.0, 100, 1000, k, rng, policy=p), 100))
     for policy in ("replace", "accumulate"):
-        rows.append(compare(f"linear_regression_chain d=10 T=100 G=100 {policy}",
-                            lambda p=policy: simulate.linear_regression_chain(10, 100, 1.0, 100, n_runs=1000, policy=p),
+        rows.append(compare(f"linear_regression_chain d=10 T=100, 100 models {policy}",
+                            lambda p=policy: simulate.linear_regression_chain(10, 100, 1.0, 99, n_runs=1000, policy=p),
                             lambda k, p=policy: naive_regression(10, 100, 1.0, 100, k, rng, policy=p), 1000))
     return rows
 

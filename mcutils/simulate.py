@@ -407,10 +407,11 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
         (minimum-norm least squares if the drawn rows happen to repeat so
         much that they lose rank).
 
-    Returns ``errors`` of shape ``(n_runs, n_generations)``:
+    Returns ``errors`` of shape ``(n_runs, n_generations + 1)``:
     ``errors[:, i] = ‖ŵ_i - w*‖²``, so column 0 is the model fitted on real
-    data and ``n_generations`` counts fitted models (>= 1).  This is also
-    the test error ``E_x[(xᵀŵ - xᵀw*)²]`` for isotropic test points.
+    data (generation 0, the paper's iteration 1) and ``n_generations`` counts
+    the refits after it, as for every chain of the book.  This is also the
+    test error ``E_x[(xᵀŵ - xᵀw*)²]`` for isotropic test points.
 
     Closed forms (:func:`mcutils.theory.linear_regression_error`).  With
     ``P = (XᵀX)⁻¹Xᵀ`` and ``δ_j = P ε⁽ʲ⁾ ~ N(0, σ² (XᵀX)⁻¹)`` independent:
@@ -443,7 +444,7 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
     d = validate.positive_int("dim", dim)
     t = validate.positive_int("n_samples", n_samples)
     sigma2 = validate.number("noise_var", noise_var, minimum=0.0)
-    g = validate.positive_int("n_generations", n_generations)
+    g = validate.non_negative_int("n_generations", n_generations) + 1  # models fitted, generation 0 included
     r = validate.positive_int("n_runs", n_runs)
     pol = _policy(policy)
     if pol.real_fraction > 0:
@@ -453,7 +454,7 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
         raise validate.ParameterError(f"n_samples must be >= dim = {d} for a unique least-squares fit, got {t}")
     if pol.name == "accumulate-subsample" and r * g * t > MAX_POOL_VALUES:
         raise validate.ParameterError(
-            f"policy='accumulate-subsample' keeps every label: n_runs * n_generations * n_samples "
+            f"policy='accumulate-subsample' keeps every label: n_runs * (n_generations + 1) * n_samples "
             f"= {r * g * t:,} values exceeds {MAX_POOL_VALUES:,}; use fewer runs or generations")
     rng = _rng(seed)
     sigma = np.sqrt(sigma2)

@@ -325,7 +325,7 @@ def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:
 
 def linear_regression_error(dim: int, n_samples: int, noise_var: float, n_generations: int,
                             policy: str = "replace") -> np.ndarray:
-    """``E‖ŵ_i - w*‖²`` for ``i = 0..n_generations-1``.
+    """``E‖ŵ_i - w*‖²`` for ``i = 0..n_generations`` (``n_generations`` refits after the first fit).
 
     Gerstgrasser et al.: linear growth when data are replaced, a bound
     independent of ``i`` when they accumulate.
@@ -338,7 +338,7 @@ def linear_regression_error(dim: int, n_samples: int, noise_var: float, n_genera
     d = validate.positive_int("dim", dim)
     t = validate.positive_int("n_samples", n_samples)
     sigma2 = validate.number("noise_var", noise_var, minimum=0.0)
-    g = validate.positive_int("n_generations", n_generations)
+    g = validate.non_negative_int("n_generations", n_generations) + 1  # models, generation 0 included
     validate.choice("policy", policy, ["replace", "accumulate"])
     if t <= d + 1:
         raise validate.ParameterError(f"n_samples must be > dim + 1 = {d + 1} for a finite expected error, got {t}")
@@ -349,4 +349,4 @@ def linear_regression_error(dim: int, n_samples: int, noise_var: float, n_genera
 
 def linear_regression_accumulate_limit(dim: int, n_samples: int, noise_var: float) -> float:
     """The accumulate error's limit ``σ² d/(T - d - 1) · π²/6`` (Gerstgrasser et al.'s bound)."""
-    return float(linear_regression_error(dim, n_samples, noise_var, 1)[0] * np.pi**2 / 6)
+    return float(linear_regression_error(dim, n_samples, noise_var, 0)[0] * np.pi**2 / 6)

@@ -15,9 +15,8 @@ from scipy import stats
 
 from mcutils import simulate, theory
 from mcutils.generational import Policy, generational_loop
+from mcutils.results import Z
 from mcutils.validate import ParameterError
-
-Z = 4.5
 
 
 def assert_mean_close(samples, expected, se=None, z=Z):
@@ -287,7 +286,7 @@ def test_gaussian_subsample_memory_cap():
 @pytest.mark.parametrize("policy", ["replace", "accumulate", "accumulate-subsample"])
 def test_regression_shape_and_determinism(policy):
     out = simulate.linear_regression_chain(3, 10, 0.5, 4, n_runs=6, seed=1, policy=policy)
-    assert out.shape == (6, 4) and np.all(out >= 0)
+    assert out.shape == (6, 5) and np.all(out >= 0)  # generation 0 and 4 refits
     np.testing.assert_array_equal(out, simulate.linear_regression_chain(3, 10, 0.5, 4, n_runs=6, seed=1, policy=policy))
     assert simulate.linear_regression_chain(3, 10, 0.0, 4, n_runs=2, policy=policy).max() == 0.0
 
@@ -300,9 +299,9 @@ def test_regression_matches_closed_form(policy):
 
 
 def _naive_regression(policy, d, t, noise, g, runs, seed):
-    """Draw X, w*, labels; refit with lstsq each iteration (the reference)."""
+    """Draw X, w*, labels; refit with lstsq each iteration (the reference); ``g`` refits after the first fit."""
     rng = np.random.default_rng(seed)
-    errors = np.empty((runs, g))
+    errors = np.empty((runs, g + 1))
     for run in range(runs):
         x = rng.standard_normal((t, d))
         w_star = rng.standard_normal(d)
@@ -310,14 +309,14 @@ def _naive_regression(policy, d, t, noise, g, runs, seed):
         rows = np.column_stack([x, real])
         fit = lambda data, _rng: np.linalg.lstsq(data[:, :d], data[:, d], rcond=None)[0]  # noqa: E731
         sample = lambda w, n, r_: np.column_stack([x, x @ w + np.sqrt(noise) * r_.standard_normal(t)])  # noqa: E731
-        for gen in generational_loop(rows, fit, sample, g - 1, policy, seed=rng):
+        for gen in generational_loop(rows, fit, sample, g, policy, seed=rng):
             errors[run, gen.index] = np.sum((gen.model - w_star) ** 2)
     return errors
 
 
 @pytest.mark.parametrize("policy", ["replace", "accumulate", "accumulate-subsample"])
 def test_regression_matches_naive_loop(policy):
-    d, t, noise, g = 3, 8, 1.0, 6
+    d, t, noise, g = 3, 8, 1.0, 5
     naive = _naive_regression(policy, d, t, noise, g, 1500, seed=3)
     fast = simulate.linear_regression_chain(d, t, noise, g, n_runs=20000, seed=4, policy=policy)
     assert_same_mean(fast, naive)
@@ -327,7 +326,7 @@ def test_regression_matches_naive_loop(policy):
     (dict(dim=0), "dim"),
     (dict(n_samples=2), "n_samples"),
     (dict(noise_var=-1.0), "noise_var"),
-    (dict(n_generations=0), "n_generations"),
+    (dict(n_generations=-1), "n_generations"),
     (dict(policy="keep"), "policy"),
     (dict(policy=Policy("replace", 0.1)), "real_fraction"),
 ])

@@ -42,7 +42,30 @@ from .settings import (ChainSettings, SyntheticCorpusSpec, TinyModelSpec, for_pr
                        smoke)
 
 __all__ = ["ChainSettings", "LanguageSpec", "SyntheticCorpusSpec", "TinyModelSpec", "quick", "paper", "smoke",
-           "for_profile", "run_chain", "load_chain", "chain_dir", "ChainResult", "SyntheticLanguage"]
+           "for_profile", "chapter_settings", "run_chain", "load_chain", "chain_dir", "ChainResult",
+           "SyntheticLanguage"]
+
+
+def chapter_settings(profile: str, lm_profile: str = "", lm_model: str = "", lm_dataset: str = "",
+                     lm_train_tokens: int = 0) -> tuple[str, dict]:
+    """``(engine profile, overrides)`` from a chapter's ``lm_*`` parameters.
+
+    One registry of profiles: ``lm_profile`` empty follows the book's
+    ``profile`` (``"paper"`` runs the engine's paper profile, anything else its
+    quick one).  ``lm_model`` / ``lm_dataset`` empty keep the engine profile's;
+    ``lm_train_tokens`` (0: the profile's) sizes the synthetic language's
+    training split.  A chapter then builds each chain's settings as
+    ``for_profile(engine_profile, **overrides, seed=..., policy=...)``.
+    """
+    from .. import validate
+
+    engine_profile = lm_profile or ("paper" if profile == "paper" else "quick")
+    validate.choice("lm_profile", engine_profile, ["quick", "paper"])
+    validate.non_negative_int("lm_train_tokens", lm_train_tokens)
+    overrides = {key: value for key, value in (("model", lm_model), ("dataset", lm_dataset)) if value}
+    if lm_train_tokens and for_profile(engine_profile, **overrides).is_synthetic:
+        overrides["corpus"] = SyntheticCorpusSpec(train_tokens=lm_train_tokens)
+    return engine_profile, overrides
 
 
 def __getattr__(name):

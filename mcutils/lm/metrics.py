@@ -87,7 +87,7 @@ def _pairs(blocks: np.ndarray) -> np.ndarray:
 class TailReference:
     """The real training data's word and transition counts, to ask what of its tail survives."""
 
-    def __init__(self, real_blocks: np.ndarray, rare_max_count: int = 2):
+    def __init__(self, real_blocks: np.ndarray, rare_max_count: int):
         words, word_counts = np.unique(np.asarray(real_blocks).reshape(-1), return_counts=True)
         pairs, pair_counts = np.unique(_pairs(real_blocks), return_counts=True)
         self.words, self.pairs = words, pairs

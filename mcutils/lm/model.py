@@ -29,7 +29,7 @@ from .. import runs, validate
 from . import dist
 from .settings import TINY, ChainSettings, HubUnavailable, hub_offline, offline_advice
 
-CACHE_FORMAT = 2  # bump when the way the tiny model is built changes
+CACHE_FORMAT = 3  # bump when the way the tiny model is built changes
 PRETRAINING_INFO = "mcutils_pretraining.json"
 
 
@@ -41,14 +41,34 @@ def cache_dir() -> Path:
     return root / ".mcutils_cache" if root is not None else Path.home() / ".cache" / "mcutils"
 
 
-def tiny_key(settings: ChainSettings) -> dict:
-    """Everything the pre-trained tiny model depends on."""
+def arithmetic_key(device: str = "cpu") -> dict:
+    """What decides torch's rounding, and so a trained model's last bits, besides the code and the seed.
+
+    Torch's CPU kernels are chosen per instruction set (``ATEN_CPU_CAPABILITY``,
+    MKL's and oneDNN's own dispatch) and reduce in another order for another
+    thread count; training amplifies the difference, so the same settings
+    pre-train a measurably different tiny model on another machine.  The
+    cache keeps one model per combination instead of handing one machine's
+    model to another.
+    """
+    import torch
+
+    key = {"torch": torch.__version__, "device": device}
+    if device == "cpu":
+        key.update(cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
+                   mkl=os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""), onednn=os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+    return key
+
+
+def tiny_key(settings: ChainSettings, device: str = "cpu") -> dict:
+    """Everything the pre-trained tiny model depends on, the machine's arithmetic included."""
     return {"format": CACHE_FORMAT, "language": settings.language.to_dict(),
-            "tiny": settings.to_dict()["tiny"], "block_size": settings.block_size}
+            "tiny": settings.to_dict()["tiny"], "block_size": settings.block_size,
+            "arithmetic": arithmetic_key(device)}
 
 
-def tiny_dir(settings: ChainSettings) -> Path:
-    return cache_dir() / "lm" / runs.run_name("tiny-opt", tiny_key(settings))
+def tiny_dir(settings: ChainSettings, device: str = "cpu") -> Path:
+    return cache_dir() / "lm" / runs.run_name("tiny-opt", tiny_key(settings, device))
 
 
 def tiny_config(vocab_size: int, settings: ChainSettings):
@@ -92,7 +112,7 @@ def _lock(path: Path):
 
 def ensure_tiny(settings: ChainSettings, device: str = "cpu", progress: bool = True, log=print) -> Path:
     """The cached pre-trained tiny model's folder, built first if absent (about a minute on 2 cores)."""
-    target = tiny_dir(settings)
+    target = tiny_dir(settings, device)
     if dist.agree((target / PRETRAINING_INFO).is_file()):
         return target
     if dist.rank_and_world()[1] > 1:  # every process trains (DDP); the first one writes
@@ -138,7 +158,7 @@ def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bo
         with quiet_transformers():
             model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        info = {"key": tiny_key(settings), "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        info = {"key": tiny_key(settings, device), "n_parameters": int(sum(p.numel() for p in model.parameters())),
                 "pretraining": result.to_dict(), "n_blocks": int(len(blocks)),
                 "held_out_perplexity": float(np.exp(result.best_validation_loss)),
                 }
@@ -205,7 +225,7 @@ def load_model(folder: Path):
         return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
-def info(settings: ChainSettings) -> dict:
+def info(settings: ChainSettings, device: str = "cpu") -> dict:
     """The cached tiny model's pre-training record (empty for a real model)."""
-    path = tiny_dir(settings) / PRETRAINING_INFO
+    path = tiny_dir(settings, device) / PRETRAINING_INFO
     return json.loads(path.read_text()) if settings.model == TINY and path.is_file() else {}

@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: all book test setup bench reproduce lab clean clean-runs
+.PHONY: all book test setup bench bench-gpu tolerances reproduce lab clean clean-runs
 
 all: book
 
@@ -57,6 +57,16 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+## The LM engine at OPT-125m's size on a GPU (on a CPU: a small model, about a minute): training and
+## 5-beam generation speed, peak memory, Fig. 1's projected time; writes benchmarks/RESULTS.md.
+bench-gpu: $(STAMP)
+	$(PY) -m benchmarks.run lm_gpu
+
+## Measure how far each torch-trained key number moves under other CPU kernel paths and thread
+## counts; writes book/_tolerances.json (then run `make book` so the chapters show the tolerances).
+tolerances: $(STAMP)
+	$(PY) tools/measure_tolerances.py --jobs 2 $(TOLERANCES_ARGS)
 
 clean:
 	rm -rf _build

@@ -15,6 +15,9 @@ import torch
 
 from .. import validate
 from . import dist
+from .beam import beam_search
+
+BACKENDS = ("hf", "static")  # Hugging Face's generate, or the fixed-shape search of mcutils.lm.beam
 
 
 def generation_config(model, new_tokens: int, num_beams: int = 5, repetition_penalty: float = 1.0):
@@ -42,12 +45,15 @@ def check_lengths(model, prompt_length: int, new_tokens: int) -> None:
 @torch.no_grad()
 def beam_continuations(model, prompts: np.ndarray, *, new_tokens: int, num_beams: int = 5,
                        repetition_penalty: float = 1.0, batch_size: int = 128, device: str = "cpu",
-                       progress: bool = True, description: str = "generate") -> np.ndarray:
+                       progress: bool = True, description: str = "generate", backend: str = "hf") -> np.ndarray:
     """The ``new_tokens`` tokens that beam search appends to every row of ``prompts``.
 
     Returns ``(n_prompts, new_tokens)`` int64, identical in every process.
     Each batch is one call of ``model.generate`` on ``batch_size`` prompts
-    (all of one length, so no padding), as in the official code.
+    (all of one length, so no padding), as in the official code
+    (``backend="hf"``), or of :func:`mcutils.lm.beam.beam_search`
+    (``backend="static"``), the same search token for token with a
+    preallocated cache, about twice as fast on the CPU.
     """
     from tqdm.auto import tqdm
 
@@ -56,6 +62,7 @@ def beam_continuations(model, prompts: np.ndarray, *, new_tokens: int, num_beams
         raise validate.ParameterError(f"prompts must be a 2-D array of token ids, got shape {prompts.shape}")
     validate.positive_int("new_tokens", new_tokens)
     validate.positive_int("batch_size", batch_size)
+    validate.choice("backend", backend, BACKENDS)
     check_lengths(model, prompts.shape[1], new_tokens)
     config = generation_config(model, new_tokens, num_beams, repetition_penalty)
     model.eval().to(device)
@@ -64,6 +71,11 @@ def beam_continuations(model, prompts: np.ndarray, *, new_tokens: int, num_beams
     for start, stop in tqdm(batches, desc=description, leave=False, unit="batch",
                             disable=not (progress and dist.is_main())):
         ids = torch.as_tensor(prompts[start:stop], device=device)
+        if backend == "static":
+            out[start:stop] = beam_search(model, ids, new_tokens=new_tokens, num_beams=num_beams,
+                                          repetition_penalty=repetition_penalty,
+                                          eos_token_id=config.eos_token_id).cpu().numpy()
+            continue
         sequences = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
         out[start:stop] = sequences[:, prompts.shape[1]:].cpu().numpy()
     return dist.sum_across(out)

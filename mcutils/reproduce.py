@@ -28,8 +28,13 @@ Where things go (``<out>`` is ``reproductions/<profile>/`` unless
 committed outputs: each chapter that succeeds replaces ``book/<chapter>.ipynb``;
 one that fails leaves the committed notebook as it was.  It also records the
 measured times in ``book/_timings.json`` and the table ``book/_timings.md``
-that the introduction includes (``--record-timings`` does the same for other
-runs, e.g. the paper profile on a GPU).
+that the introduction includes.  The README's copy of that table is rewritten
+only with ``--record-timings`` (which also records the times of other runs,
+e.g. the paper profile on a GPU), so that ``make book`` never edits the README.
+
+Ctrl-C, SIGTERM (a cancelled CI job) and SIGHUP (a closed terminal) all stop
+the run the same way: the running chapter's papermill and kernel are ended,
+the summary is written, and the exit code is 128 + the signal (130 for Ctrl-C).
 
 The scorecard page (``book/scorecard.ipynb``) is not a chapter: it is run
 last, in the same folder as the executed chapters, so that it gathers their
@@ -40,9 +45,11 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -55,7 +62,7 @@ import yaml
 
 from . import results
 from .book import PROFILES as BOOK_PROFILES
-from .runs import atomic_write_bytes, atomic_write_json, repo_root
+from .runs import RunsDirError, atomic_write_bytes, atomic_write_json, check_writable_dir, repo_root
 
 SCORECARD = "scorecard"
 KERNEL = "python3"
@@ -71,6 +78,64 @@ _MISSING = object()
 
 class ReproduceError(Exception):
     """A problem with the profile, the chapter list or the options, found before any work."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: stop the run, end the chapter's processes, report."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                     if s is not None)
+
+
+_LAST_STOP_SIGNAL: dict = {}
+
+
+def _raise_interrupted(signum, frame):
+    _LAST_STOP_SIGNAL["signum"] = int(signum)
+    raise Interrupted(signum)
+
+
+class _stop_signals_raise:
+    """Inside, SIGTERM and SIGHUP raise :class:`Interrupted` as Ctrl-C does (main thread only)."""
+
+    def __enter__(self):
+        self.previous = {}
+        _LAST_STOP_SIGNAL.clear()
+        if threading_is_main():
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, _raise_interrupted)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class _stop_signals_ignored:
+    """Inside (cleaning up), further stop signals are noted but do not interrupt the clean-up."""
+
+    def __enter__(self):
+        self.previous, self.received = {}, []
+        if threading_is_main():
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def threading_is_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 # --------------------------------------------------------------------------- the book
@@ -249,7 +314,8 @@ def load_profile(spec: str, root: Path) -> Profile:
         if params is not None and not isinstance(params, dict):
             raise ReproduceError(f"profile {path}: chapters.{chapter} must be a mapping of parameter: value")
     timeout = data.get("timeout_s")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
         raise ReproduceError(f"profile {path}: timeout_s must be a positive number of seconds, got {timeout!r}")
     return Profile(name, path, dict(common), {k: dict(v or {}) for k, v in chapters.items()}, timeout)
 
@@ -304,7 +370,12 @@ def parse_param(text: str) -> tuple[str, Any]:
     name, raw = text.split("=", 1)
     if not name.isidentifier():
         raise ReproduceError(f"--param {text!r}: {name!r} is not a parameter name")
-    return name, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return name, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
+        raise ReproduceError(f"--param {text!r}: the value is not valid YAML ({problem}); quote strings, "
+                             "close brackets, e.g. -p 'seeds=[1, 2]'") from None
 
 
 def select_pages(pages: list[Page], wanted: str | None) -> list[Page]:
@@ -353,25 +424,37 @@ class Outcome:
         return f"{self.error}; {text}" if self.error else text
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """End papermill and the kernel it started (the kernel runs in a session of its own)."""
+def _kill_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """End papermill and the kernel it started (the kernel runs in a session of its own).
+
+    SIGTERM first, SIGKILL after ``grace_s``; a second Ctrl-C (or SIGTERM,
+    SIGHUP) meanwhile skips the wait instead of breaking off the clean-up.
+    """
     import psutil
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
+    with _stop_signals_ignored() as signals:
         try:
-            member.terminate()
+            family = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
         except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=10)
-    for member in alive:
+            family = []
+        for member in family:
+            try:
+                member.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        deadline = time.monotonic() + grace_s
+        alive = family
+        while alive and time.monotonic() < deadline and not signals.received:
+            _, alive = psutil.wait_procs(alive, timeout=0.2)
+        for member in alive:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
         try:
-            member.kill()
-        except psutil.NoSuchProcess:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             pass
-    proc.wait()
 
 
 def _first_error(path: Path) -> str:
@@ -477,9 +560,12 @@ def execute_notebook(source: Path, attempt: Path, cwd: Path, parameters: dict, l
                     _kill_tree(proc)
                     return "timeout", time.monotonic() - start
                 progress.update(label, cell, n_cells, elapsed)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, and SIGTERM / SIGHUP (see Interrupted)
             _kill_tree(proc)
             return "interrupted", time.monotonic() - start
+        finally:
+            if proc.poll() is None:  # any other way out (a bug, an error writing the log): no orphans
+                _kill_tree(proc)
     return ("ok" if proc.returncode == 0 else "failed"), time.monotonic() - start
 
 
@@ -519,8 +605,11 @@ def detect_machine() -> tuple[str, str]:
 
 
 def record_timings(root: Path, profile: str, outcomes: Iterable[Outcome], command: str,
-                   machine: tuple[str, str] | None = None) -> Path:
-    """Merge the successful chapters' times into ``book/_timings.json`` and rewrite ``book/_timings.md``."""
+                   machine: tuple[str, str] | None = None, readme: bool = False) -> Path:
+    """Merge the successful chapters' times into ``book/_timings.json`` and rewrite ``book/_timings.md``.
+
+    The README's table is rewritten too only with ``readme`` (``--record-timings``).
+    """
     kind, description = machine or detect_machine()
     path = root / TIMINGS_JSON
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -531,13 +620,15 @@ def record_timings(root: Path, profile: str, outcomes: Iterable[Outcome], comman
             column[outcome.chapter] = {"seconds": round(outcome.seconds, 1), "date": date,
                                        "machine": description, "command": command, "load": outcome.load}
     atomic_write_json(path, data)
-    write_timings_tables(root, data)
+    write_timings_tables(root, data, readme=readme)
     return path
 
 
-def write_timings_tables(root: Path, data: dict | None = None) -> None:
-    """Rewrite ``book/_timings.md`` and the README's timings section from ``book/_timings.json``."""
+def write_timings_tables(root: Path, data: dict | None = None, readme: bool = True) -> None:
+    """Rewrite ``book/_timings.md`` and (with ``readme``) the README's timings section from ``book/_timings.json``."""
     atomic_write_bytes(root / TIMINGS_MD, render_timings(root, data).encode())
+    if not readme:
+        return
     readme = root / "README.md"
     if readme.is_file():
         text = readme.read_text(encoding="utf-8")
@@ -689,6 +780,17 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _check_runs_dirs(plan: dict[str, dict], profile: Profile, params: dict | None) -> None:
+    """Every ``runs_dir`` a chapter gets must be a writable folder with room, before any chapter runs."""
+    for chapter, injected in plan.items():
+        value = injected.get("runs_dir")
+        if isinstance(value, str) and value:
+            try:
+                check_writable_dir(value, f"runs_dir (chapter {chapter}, profile {profile.name})")
+            except RunsDirError as exc:
+                raise ReproduceError(str(exc)) from None
+
+
 def output_dir_for(root: Path, profile: Profile, output_dir: str | None) -> Path:
     out = Path(output_dir).resolve() if output_dir else root / "reproductions" / profile.name
     book = (root / "book").resolve()
@@ -712,20 +814,31 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
     if in_place and profile.name != "quick":
         raise ReproduceError("--in-place runs only the quick profile: book/ carries the quick profile's outputs; "
                              f"the {profile.name} profile goes to reproductions/{profile.name}/")
-    if timeout_s is not None and timeout_s <= 0:
-        raise ReproduceError(f"--timeout must be a positive number of seconds, got {timeout_s}")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or not math.isfinite(timeout_s) or timeout_s <= 0):
+        raise ReproduceError(f"--timeout must be a positive, finite number of seconds, got {timeout_s}")
     timeout = float(timeout_s or profile.timeout_s or DEFAULT_TIMEOUT_S)
     all_pages = toc_notebooks(book_root)
     all_chapters = [p for p in all_pages if p.name != SCORECARD]
     selected = select_pages(all_chapters, chapters)
     unknown = sorted(set(profile.chapters) - {p.name for p in all_chapters})
     if unknown:
-        print(f"note: profile {profile.name} has settings for {unknown}, which _toc.yml does not list",
-              file=stream)
+        import difflib
+        hints = [f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+                 for name in unknown
+                 for close in [difflib.get_close_matches(name, [p.name for p in all_chapters], n=1)]]
+        raise ReproduceError(f"profile {profile.name} ({profile.path}) has settings for {', '.join(hints)}, which "
+                             f"_toc.yml does not list; chapters: {[p.name for p in all_chapters]}")
     plan = plan_parameters(profile, selected, book_root, params)
+    _check_runs_dirs(plan, profile, params)
     scorecard = next((p for p in all_pages if p.name == SCORECARD and p.source(book_root).is_file()), None)
     out = output_dir_for(book_root, profile, output_dir)
     final_root = book_root if in_place else out
+    if not dry_run:
+        try:
+            check_writable_dir(out, "--output-dir")
+        except RunsDirError as exc:
+            raise ReproduceError(str(exc)) from None
     if dry_run:
         for page in selected:
             injected = plan.get(page.name)
@@ -781,9 +894,10 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
             break
 
     command = "python -m mcutils.reproduce --profile " + profile.name + (" --in-place" if in_place else "")
-    if (record if record is not None else in_place) and any(o.ok for o in outcomes):
-        written = record_timings(book_root, profile.name, outcomes, command)
-        print(f"Times recorded in {_relative(written, book_root)} and {TIMINGS_MD}", file=stream)
+    if (record or in_place) and any(o.ok for o in outcomes):
+        written = record_timings(book_root, profile.name, outcomes, command, readme=bool(record))
+        print(f"Times recorded in {_relative(written, book_root)} and {TIMINGS_MD}"
+              + (" and the README" if record else ""), file=stream)
 
     built = True
     if not in_place and build and all(o.status != "interrupted" for o in outcomes):
@@ -833,12 +947,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="the book's checkout (default: the one mcutils is installed from, or .)")
     parser.add_argument("--no-build", action="store_true", help="do not build the profile's book at the end")
     parser.add_argument("--record-timings", action="store_true", default=None,
-                        help="record the measured times in book/_timings.json (always on with --in-place)")
+                        help="record the measured times in book/_timings.json and _timings.md and rewrite the "
+                        "README's table (--in-place records book/_timings.* but never edits the README)")
     parser.add_argument("--dry-run", action="store_true", help="check the profile and print the parameters only")
     parser.add_argument("--render-timings", action="store_true",
                         help="only rewrite book/_timings.md and the README's table from book/_timings.json")
     parser.add_argument("--kernel", default=KERNEL, help=f"Jupyter kernel (default {KERNEL})")
     args = parser.parse_args(argv)
+    try:
+        with _stop_signals_raise():
+            return _main(args)
+    except Interrupted as exc:
+        print(f"\ninterrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
     try:
         if args.render_timings:
             write_timings_tables(find_root(args.root))
@@ -853,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if any(o.status == "interrupted" for o in outcomes):
-        return 130
+        return 128 + _LAST_STOP_SIGNAL.get("signum", signal.SIGINT)
     return 0 if all(o.ok for o in outcomes) and built else 1
 
 

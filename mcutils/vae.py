@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ MNIST_HUB_ID = "ylecun/mnist"
 FORMAT_VERSION = 1
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(validate.UserError, RuntimeError):
     """A data set that cannot be loaded here (for example MNIST without internet)."""
 
 
@@ -68,14 +69,23 @@ def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     uncached it fails at once with :class:`DataUnavailableError`.
     """
     validate.choice("split", split, ["train", "test"])
+    from .lm.settings import go_offline, hub_endpoint, hub_offline, hub_reachable
+
+    advice = ("It is downloaded from the Hugging Face hub the first time (internet needed, then cached). "
+              "Offline, use dataset='digits' (the quick profile's bundled 8x8 digits).")
+    unreachable = False
+    if not hub_offline() and not hub_reachable():
+        # One request, not a minute of retries: load from the cache in offline mode, or fail now.
+        unreachable = True
+        go_offline()
     try:
         from datasets import load_dataset
         dataset = load_dataset(MNIST_HUB_ID, split=split)
     except Exception as exc:  # offline, no cache, hub unreachable
+        why = (f"the hub ({hub_endpoint()}) did not answer and it is not cached" if unreachable
+               else f"{type(exc).__name__}: {exc}")
         raise DataUnavailableError(
-            f"MNIST ({MNIST_HUB_ID!r}, split {split!r}) could not be loaded: {type(exc).__name__}: {exc}. "
-            "It is downloaded from the Hugging Face hub the first time (internet needed, then cached). "
-            "Offline, use dataset='digits' (the quick profile's bundled 8x8 digits).") from exc
+            f"MNIST ({MNIST_HUB_ID!r}, split {split!r}) could not be loaded: {why}. {advice}") from None
     return images_from_hf(dataset)
 
 
@@ -276,13 +286,26 @@ def _save_generation(gen_dir: Path, model: VAE, grid: np.ndarray, metrics: dict)
     runs.atomic_write_json(gen_dir / runs.METRICS, metrics)  # written last: marks the generation complete
 
 
-def _load_generation(gen_dir: Path, image_size: int, latent_dim: int, channels, device: str):
+def _load_generation(gen_dir: Path, index: int, image_size: int, latent_dim: int, channels, device: str):
+    """A stored generation, checked: its metrics name it, its weights load; else a one-line error to act on."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(gen_dir / "model.safetensors"))
-    model = VAE(image_size, latent_dim, channels)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    return model.to(device).eval(), tensors["grid"].numpy(), runs.read_json(gen_dir / runs.METRICS)
+    advice = f"delete {gen_dir} and the later generation folders to recompute them"
+    metrics = runs.read_json(gen_dir / runs.METRICS)
+    if not isinstance(metrics, dict) or metrics.get("generation") != index:
+        said = metrics.get("generation") if isinstance(metrics, dict) else metrics
+        raise runs.CorruptRunError(f"{gen_dir / runs.METRICS} says it is generation {said!r}, not {index}; {advice}")
+    path = gen_dir / "model.safetensors"
+    try:
+        tensors = load_file(str(path))
+        model = VAE(image_size, latent_dim, channels)
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        grid = tensors["grid"].numpy()
+    except FileNotFoundError:
+        raise runs.CorruptRunError(f"{path} is missing; {advice}") from None
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise runs.CorruptRunError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:200]}); {advice}") from None
+    return model.to(device).eval(), grid, metrics
 
 
 def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epochs: int,
@@ -330,8 +353,33 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
                                   weight_decay=weight_decay, latent_dim=latent_dim, seed=seed,
                                   device=torch.device(device).type, policy=policy.label, n_grid=n_grid,
                                   channels=list(channels))
-        run_dir = Path(runs_root) / runs.run_name("vae", settings)
+        run_dir = Path(runs_root).expanduser() / runs.run_name("vae", settings)
+        if not all(runs.is_complete(run_dir, g) for g in range(n_generations + 1)):
+            # before any work: a folder to write, with room for the generations
+            where = "runs_root (the chapter's runs_dir)"
+            runs.check_writable_dir(runs_root, where)
+            runs.check_writable_dir(run_dir, where)
+    writing = run_dir is not None and not all(runs.is_complete(run_dir, g) for g in range(n_generations + 1))
+    with ExitStack() as stack:
+        if writing:
+            stack.enter_context(runs.locked(run_dir, "generations"))
+            runs.remove_scratch(run_dir)
+        try:
+            return _vae_chain(images, labels, n_generations, epochs=epochs, batch_size=batch_size, lr=lr,
+                              weight_decay=weight_decay, latent_dim=latent_dim, seed=seed, device=device,
+                              policy=policy, n_grid=n_grid, channels=channels, run_dir=run_dir, log=log)
+        except OSError as exc:
+            error = runs.write_error(exc, runs_root, "runs_root (the chapter's runs_dir)") if run_dir else None
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            if writing:
+                runs.remove_scratch(run_dir)
 
+
+def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_decay, latent_dim, seed, device,
+               policy, n_grid, channels, run_dir, log) -> VAEChain:
     classifier, accuracy = digit_classifier(images, labels, seed=seed)
     chain = VAEChain(classifier_accuracy=accuracy, run_dir=str(run_dir) if run_dir else None)
     chain.real = {"class_mix": class_mix(classifier, images).tolist()}
@@ -344,7 +392,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
         index = state["index"]
         gen_dir = runs.generation_dir(run_dir, index) if run_dir else None
         if gen_dir is not None and runs.is_complete(run_dir, index):
-            model, grid, metrics = _load_generation(gen_dir, images.shape[-1], latent_dim, channels, device)
+            model, grid, metrics = _load_generation(gen_dir, index, images.shape[-1], latent_dim, channels, device)
             log(f"generation {index:2d}: loaded from the runs folder ({run_dir.name}/{gen_dir.name})")
         else:
             start = time.perf_counter()

@@ -11,8 +11,19 @@ import numbers
 from typing import Iterable
 
 
-class ParameterError(ValueError):
+class UserError(Exception):
+    """A problem the user can fix (a setting, a damaged or unwritable runs folder, a busy chain).
+
+    Command lines print it as one line (``error: ...``), without a traceback;
+    tracebacks are kept for bugs.
+    """
+
+
+class ParameterError(UserError, ValueError):
     """A parameter value that is not allowed."""
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, Trainer's set_seed) takes [0, 2**32)
 
 
 def _is_int(value) -> bool:
@@ -38,6 +49,11 @@ def positive_int(name: str, value) -> int:
 def non_negative_int(name: str, value) -> int:
     """An integer >= 0 (seeds)."""
     return integer(name, value, minimum=0)
+
+
+def seed(name: str, value, *, maximum: int = MAX_SEED) -> int:
+    """A seed: an integer in ``[0, maximum]`` (``maximum`` leaves room for seeds derived from it)."""
+    return integer(name, value, minimum=0, maximum=maximum)
 
 
 def number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,

@@ -110,6 +110,9 @@ def test_a_chapter_listed_but_missing_is_a_failure(fake_book, capsys):
 def test_in_place_replaces_only_successful_chapters_and_records_times(fake_book):
     book = fake_book / "book"
     failing_before = (book / "02_fail.ipynb").read_bytes()
+    start, end = reproduce.README_MARKERS
+    readme = f"# Fake\n\n{start}\nold table\n{end}\n"
+    (fake_book / "README.md").write_text(readme)
     outcomes, _ = reproduce.run("quick", root=str(fake_book), in_place=True, chapters="01,02",
                                 stream=io.StringIO())
     assert [o.status for o in outcomes] == ["ok", "failed"]
@@ -124,6 +127,10 @@ def test_in_place_replaces_only_successful_chapters_and_records_times(fake_book)
     assert set(timings["quick"]["cpu"]) == {"01_ok"}
     table = (book / "_timings.md").read_text()
     assert "{doc}`/book/01_ok`" in table and "not measured" in table
+    # `make book` (--in-place) never rewrites the README; only --record-timings (or --render-timings) does
+    assert (fake_book / "README.md").read_text() == readme
+    assert reproduce.main(["--root", str(fake_book), "--render-timings"]) == 0
+    assert "`01_ok`" in (fake_book / "README.md").read_text() and "old table" not in (fake_book / "README.md").read_text()
 
 
 def test_bad_options_fail_before_any_work(fake_book):
@@ -181,6 +188,9 @@ def test_parameters_cell_is_read_with_types_and_defaults(fake_book):
 def test_profile_book_is_built_with_its_profile_in_the_footer(fake_book):
     (fake_book / "_toc.yml").write_text(yaml.safe_dump(
         {"format": "jb-book", "root": "book/intro", "chapters": [{"file": "book/01_ok"}, {"file": "book/04_ok"}]}))
+    paper = yaml.safe_load((fake_book / "profiles" / "paper.yaml").read_text())
+    del paper["chapters"]["03_slow"]  # a profile may name only chapters of _toc.yml
+    (fake_book / "profiles" / "paper.yaml").write_text(yaml.safe_dump(paper))
     code = reproduce.main(["--profile", "paper", "--root", str(fake_book), "--chapters", "01"])
     out = fake_book / "reproductions" / "paper"
     assert code == 0, (out / "logs" / "build.log").read_text()[-3000:]  # all ran, and the book built

@@ -101,3 +101,79 @@ def test_default_runs_dir_without_the_environment_is_independent_of_the_working_
         assert runs.default_runs_dir("quick") == tmp_path / "runs" / "quick"
     else:
         assert first == runs.default_runs_dir("quick") == root / "runs" / "quick"
+
+
+# -- a damaged file, an unusable folder, scratch left behind, a second writer (issue 12) -----
+
+def test_a_damaged_json_file_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "gen_00" / "metrics.json"
+    runs.atomic_write_json(path, {"generation": 0, "x": 1})
+    path.write_text(path.read_text()[:15])
+    with pytest.raises(runs.CorruptRunError, match=f"{path} is damaged .*delete it"):
+        runs.read_json(path)
+    with pytest.raises(runs.CorruptRunError):
+        runs.load_metrics(tmp_path)
+
+
+def test_check_writable_dir(tmp_path, monkeypatch):
+    assert runs.check_writable_dir(tmp_path / "new" / "runs") == tmp_path / "new" / "runs"
+    assert files_in(tmp_path / "new" / "runs") == []  # the write test leaves nothing
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(runs.RunsDirError, match="runs_dir .*file is a file, not a folder"):
+        runs.check_writable_dir(tmp_path / "file")
+    with pytest.raises(runs.RunsDirError, match="cannot be created"):
+        runs.check_writable_dir(tmp_path / "file" / "below")
+    with pytest.raises(runs.RunsDirError, match="has 10 bytes free, less than the 1.0 GiB needed"):
+        _with_free(monkeypatch, tmp_path, 10)
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(runs.tempfile, "mkstemp", refuse)
+    with pytest.raises(runs.RunsDirError, match=r"is not writable \(Read-only file system\)"):
+        runs.check_writable_dir(tmp_path, "my_dir")
+
+
+def _with_free(monkeypatch, folder, free):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, (1 << 40) - free, free))
+    try:
+        runs.check_writable_dir(folder, min_free_bytes=1 << 30)
+    finally:
+        monkeypatch.undo()
+
+
+def test_write_errors_become_one_line_for_the_folder(tmp_path):
+    import errno
+
+    error = runs.write_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x")), tmp_path)
+    assert isinstance(error, runs.RunsDirError) and "No space left on device" in str(error)
+    assert str(tmp_path / "x") in str(error) and "rerun" in str(error)
+    assert runs.write_error(OSError(errno.EIO, "I/O error"), tmp_path) is None  # not the user's to fix
+
+
+def test_remove_scratch_removes_only_scratch(tmp_path):
+    gen = runs.generation_dir(tmp_path, 1)
+    (gen / ".model.abc123").mkdir(parents=True)
+    (gen / ".model.abc123" / "model.safetensors").write_bytes(b"partial")
+    (gen / ".metrics.json.x.tmp").write_text("{")
+    (tmp_path / ".data.copy").mkdir()
+    (gen / "model").mkdir()
+    (gen / "samples.arrow").write_bytes(b"keep")
+    (tmp_path / runs.LOCK).write_text("pid 1")
+    removed = runs.remove_scratch(tmp_path)
+    assert len(removed) == 3
+    assert files_in(gen) == ["model", "samples.arrow"] and files_in(tmp_path) == [runs.LOCK, "gen_01"]
+
+
+def test_a_locked_folder_refuses_a_second_writer(tmp_path):
+    with runs.locked(tmp_path / "chain"):
+        assert f"pid {os.getpid()}" in (tmp_path / "chain" / runs.LOCK).read_text()
+        with pytest.raises(runs.RunLockedError, match=f"another process \\(pid {os.getpid()}"):
+            with runs.locked(tmp_path / "chain"):
+                pass
+    with runs.locked(tmp_path / "chain"):  # released when the holder is done
+        pass

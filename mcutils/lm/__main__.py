@@ -19,7 +19,7 @@ import sys
 
 from .. import validate
 from ..generational import POLICIES
-from .settings import PROMPTS, HubUnavailable, check_hub, for_profile
+from .settings import PROMPTS, check_hub, check_n_generations, check_precision, for_profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", choices=["quick", "paper", "smoke"],
                    help="the defaults of every setting (default: quick; smoke: toy sizes for tests)")
     p.add_argument("--settings", default=None, metavar="JSON",
-                   help="a JSON file of ChainSettings fields applied over the profile (flags win)")
+                   help="a JSON file of ChainSettings fields applied over the profile (flags given explicitly win)")
     p.add_argument("--runs-dir", default="", help="runs folder (default: runs/<profile> in the checkout)")
     p.add_argument("--n-generations", type=int, default=10, help="models in the chain, generation 0 included")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="the chain's seed (default 0)")
     p.add_argument("--policy", choices=POLICIES, default=None, help="data policy (default: replace)")
     p.add_argument("--real-fraction", type=float, default=None,
                    help="share of the real blocks kept each generation under replace (paper: 0.1)")
@@ -70,46 +70,73 @@ def _settings_file(path: str | None) -> dict:
     from .settings import SETTING_NAMES, SyntheticCorpusSpec, TinyModelSpec
 
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as fh:
+            data = json.loads(fh.read())
     except (OSError, ValueError) as exc:
-        raise validate.ParameterError(f"--settings {path}: {exc}") from exc
+        raise validate.ParameterError(f"--settings {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise validate.ParameterError(f"--settings {path}: expected a JSON object of settings, got "
+                                      f"{type(data).__name__}")
     unknown = sorted(set(data) - set(SETTING_NAMES))
     if unknown:
         raise validate.ParameterError(f"--settings {path}: unknown settings {unknown}; known: {list(SETTING_NAMES)}")
     for key, cls in (("language", LanguageSpec), ("corpus", SyntheticCorpusSpec), ("tiny", TinyModelSpec)):
         if key in data:
+            if not isinstance(data[key], dict):
+                raise validate.ParameterError(f"--settings {path}: {key} must be an object, got {data[key]!r}")
             try:
                 data[key] = cls(**data[key])
             except TypeError as exc:
-                raise validate.ParameterError(f"--settings {path}: {key}: {exc}") from exc
+                raise validate.ParameterError(f"--settings {path}: {key}: {exc}") from None
+            except validate.ParameterError as exc:
+                raise validate.ParameterError(f"--settings {path}: {key}: {exc}") from None
     return data
+
+
+def _error(exc: BaseException) -> int:
+    """One line for an error the user can fix; 2 for a bad setting, 1 for a problem met while running."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2 if isinstance(exc, validate.ParameterError) else 1
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        return _main(args)
+    except validate.UserError as exc:
+        return _error(exc)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (complete generations are kept)", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    try:
         overrides = _settings_file(args.settings)
         overrides.update({k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
         settings = for_profile(args.profile, **overrides)
-        validate.positive_int("n_generations", args.n_generations)
+        check_n_generations(args.n_generations)
+        if args.runs_dir:
+            from pathlib import Path
+            where = Path(args.runs_dir).expanduser()
+            if where.exists() and not where.is_dir():
+                raise validate.ParameterError(f"--runs-dir {where} is a file, not a folder; pass a folder")
         check_hub(settings)                      # no torch yet: answers in about a second
+        if args.threads is not None:
+            validate.integer("threads", args.threads, minimum=1, maximum=4096)
         device = validate.resolve_device(args.device)
+        check_precision(settings.precision, device)
         if args.threads is not None:
             import torch
-            torch.set_num_threads(validate.positive_int("threads", args.threads))
-    except validate.ParameterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            torch.set_num_threads(args.threads)
+    except validate.UserError as exc:
+        return _error(exc)
 
     from . import dist
     from .chain import run_chain
 
-    try:
-        result = run_chain(settings, args.n_generations, runs_dir=args.runs_dir, profile=args.profile,
-                           device=device, progress=not args.no_progress, keep_models=args.keep_models)
-    except (validate.ParameterError, HubUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = run_chain(settings, args.n_generations, runs_dir=args.runs_dir, profile=args.profile,
+                       device=device, progress=not args.no_progress, keep_models=args.keep_models)
     if dist.is_main():
         test = result.series("test_perplexity")
         print(f"{result.run_dir}: {result.n_generations} generations; test perplexity "

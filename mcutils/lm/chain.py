@@ -15,20 +15,30 @@ the generated blocks (Arrow) are saved as soon as they exist, so a killed run
 resumes mid-generation and ends with the same numbers as an uninterrupted
 one.  Only generation 0's model is kept (it scores every later generation's
 data); the others are deleted once their generation is complete.
+
+A complete generation is verified before it is trusted: its ``metrics.json``
+carries a ``manifest`` (which generation it is; every file it needs, with
+row counts and SHA-256 hashes; the hashes of the earlier samples it was
+trained on; a fingerprint of the base model), and a run checks it, and that
+the base model is still the one the chain started with, before any new
+work.  A chain's folder is locked (``.lock``) by the process writing it.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import runs, validate
+from ..runs import CorruptRunError
 from . import dist
-from .settings import ChainSettings, check_hub, for_profile, generation0_view
+from .settings import (ENGINE_VERSION, ChainSettings, check_hub, check_n_generations, check_precision, for_profile,
+                       generation0_view)
 
 SETTINGS_FILE = "settings.json"
 SAMPLES = "samples.arrow"          # the blocks generation NN produced (the next training data)
@@ -37,6 +47,8 @@ REFERENCE = "real_per_sequence.arrow"  # gen_00 only: the same scores of the rea
 MODEL = "model"
 TRAINED = "training.json"          # inside gen_NN: written once the model is saved
 TIMING = "timing.json"
+BASE_MODEL = "base_model.json"     # the fingerprint of the base model the chain started with
+MANIFEST = "manifest"              # key of metrics.json: what the generation holds (see verify_generations)
 REAL_SOURCE = -1                   # provenance label of a real block
 
 
@@ -116,7 +128,177 @@ def load_chain(run_dir: str | Path, n_generations: int | None = None) -> ChainRe
     run_dir = Path(run_dir)
     settings = ChainSettings.from_dict(runs.read_json(run_dir / SETTINGS_FILE))
     limit = None if n_generations is None else n_generations - 1
-    return ChainResult(run_dir, settings, runs.load_metrics(run_dir, limit))
+    metrics = [{k: v for k, v in m.items() if k != MANIFEST} for m in runs.load_metrics(run_dir, limit)]
+    return ChainResult(run_dir, settings, metrics)
+
+
+# -- verifying what is on disk ---------------------------------------------------------
+
+def _rel(run_dir: Path, path: Path) -> str:
+    return path.relative_to(run_dir).as_posix()
+
+
+def _generation_files(run_dir: Path, g: int) -> list[Path]:
+    folder = runs.generation_dir(run_dir, g)
+    files = [folder / SAMPLES, folder / PER_SEQUENCE]
+    if g == 0:
+        from .data import SPLITS
+        files += [folder / REFERENCE] + [run_dir / "data" / f"{split}.arrow" for split in SPLITS]
+        files += sorted(p for p in (folder / MODEL).rglob("*") if p.is_file())
+    return files
+
+
+def build_manifest(run_dir: Path, g: int, base_fingerprint: str | None) -> dict:
+    """What generation ``g`` holds: its files (rows, SHA-256), its inputs' hashes, the base model."""
+    from .data import count_rows
+
+    files = {}
+    for path in _generation_files(run_dir, g):
+        entry = {"sha256": runs.file_sha256(path), "bytes": path.stat().st_size}
+        if path.suffix == ".arrow":
+            entry["rows"] = count_rows(path)
+        files[_rel(run_dir, path)] = entry
+    inputs = {_rel(run_dir, runs.generation_dir(run_dir, h) / SAMPLES):
+              runs.file_sha256(runs.generation_dir(run_dir, h) / SAMPLES) for h in range(g)}
+    return {"generation": g, "engine": ENGINE_VERSION, "files": files, "inputs": inputs,
+            "base_model": base_fingerprint}
+
+
+def _later_generations(run_dir: Path, g: int) -> list[str]:
+    return sorted(p.name for p in run_dir.glob("gen_*") if p.is_dir() and p.name >= f"gen_{g:02d}")
+
+
+def _advice(run_dir: Path, g: int) -> str:
+    names = _later_generations(run_dir, g) or [f"gen_{g:02d}"]
+    listed = names[0] if len(names) == 1 else f"{names[0]} to {names[-1]}"
+    return (f"delete {run_dir / names[0]}" + (" and the later generation folders" if len(names) > 1 else "")
+            + f" ({listed}) to recompute {'it' if len(names) == 1 else 'them'}")
+
+
+def _check_generation(run_dir: Path, g: int, n_rows: int | None, need_model: bool, hashes: dict) -> str | None:
+    """What is wrong with complete generation ``g`` (None: nothing); ``hashes`` caches file hashes."""
+    from .data import count_rows
+
+    def sha(rel: str) -> str:
+        if rel not in hashes:
+            hashes[rel] = runs.file_sha256(run_dir / rel)
+        return hashes[rel]
+
+    folder = runs.generation_dir(run_dir, g)
+    try:
+        metrics = runs.read_json(folder / runs.METRICS)
+    except (CorruptRunError, OSError) as exc:
+        return str(exc).split(";")[0]
+    if not isinstance(metrics, dict) or metrics.get("generation") != g:
+        said = metrics.get("generation") if isinstance(metrics, dict) else metrics
+        return f"{folder / runs.METRICS} says it is generation {said!r}, not {g} (copied from another folder?)"
+    manifest = metrics.get(MANIFEST)
+    if manifest is None:  # written before manifests existed: check what can be checked
+        wanted = [folder / SAMPLES, folder / PER_SEQUENCE] + ([folder / REFERENCE] if g == 0 else [])
+        for path in wanted:
+            if not path.is_file():
+                return f"{path} is missing"
+            try:
+                rows = count_rows(path)
+            except CorruptRunError as exc:
+                return str(exc).split(";")[0]
+            expected = (metrics.get("samples") or {}).get("n_blocks") if path.name != REFERENCE else n_rows
+            expected = expected if expected is not None else n_rows
+            if expected is not None and rows != expected:
+                return f"{path} holds {rows} rows, the generation recorded {expected}"
+        if need_model and g == 0 and not (folder / MODEL).is_dir():
+            return f"{folder / MODEL} (generation 0's model, which scores every later generation) is missing"
+        return None
+    if manifest.get("generation") != g:
+        return f"{folder / runs.METRICS}'s manifest is generation {manifest.get('generation')!r}, not {g}"
+    for rel, entry in manifest.get("files", {}).items():
+        if f"/{MODEL}/" in f"/{rel}" and not need_model:
+            continue
+        path = run_dir / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != entry.get("bytes", path.stat().st_size) or sha(rel) != entry.get("sha256"):
+            detail = ""
+            if "rows" in entry:
+                try:
+                    detail = f": it holds {count_rows(path)} rows, the generation recorded {entry['rows']}"
+                except CorruptRunError:
+                    detail = ": it is not a readable Arrow file"
+            return f"{path} is not the file generation {g} wrote (its content hash differs{detail})"
+    for rel, digest in manifest.get("inputs", {}).items():
+        if not (run_dir / rel).is_file() or sha(rel) != digest:
+            return (f"generation {g} was trained on samples that are no longer in {run_dir / rel} "
+                    "(that file was replaced or is missing)")
+    return None
+
+
+def verify_generations(run_dir: str | Path, n_generations: int, need_model: bool = True) -> int:
+    """Check every complete generation below ``n_generations``; return how many there are (a prefix).
+
+    Raises :class:`~mcutils.runs.CorruptRunError`, naming the path and what to
+    delete to recompute it, when a complete generation is not what it
+    recorded, or comes after a generation that is not complete.  Also checks
+    the files a killed run left in the first incomplete generation.
+    """
+    from .data import count_rows
+
+    run_dir = Path(run_dir)
+    complete = [runs.is_complete(run_dir, g) for g in range(n_generations)]
+    n_done = complete.index(False) if False in complete else n_generations
+    stray = [g for g in range(n_done, n_generations) if complete[g]]
+    if stray:
+        raise CorruptRunError(
+            f"{run_dir}: gen_{stray[0]:02d} is complete but gen_{n_done:02d} before it is not, so it was made "
+            f"from data that is gone; {_advice(run_dir, n_done)}")
+    n_rows = None
+    train = run_dir / "data" / "train.arrow"
+    hashes: dict = {}
+    for g in range(n_done):
+        if g == 0 or n_rows is None:
+            try:
+                metrics0 = runs.read_json(runs.generation_dir(run_dir, 0) / runs.METRICS)
+                n_rows = int(metrics0["training_data"]["n_blocks"])
+            except (CorruptRunError, KeyError, TypeError, ValueError):
+                n_rows = None
+        problem = _check_generation(run_dir, g, n_rows, need_model, hashes)
+        if problem:
+            raise CorruptRunError(f"{run_dir}: generation {g} is not usable: {problem}; {_advice(run_dir, g)}")
+    if n_done < n_generations:  # what a killed run left of the next generation
+        folder = runs.generation_dir(run_dir, n_done)
+        if n_rows is None and train.is_file():
+            n_rows = count_rows(train)
+        samples = folder / SAMPLES
+        if samples.is_file() and n_rows is not None:
+            try:
+                rows = count_rows(samples)
+            except CorruptRunError as exc:
+                raise CorruptRunError(f"{exc}".split(";")[0] + f"; delete it to generate it again") from None
+            if rows != n_rows:
+                raise CorruptRunError(f"{samples} holds {rows} rows, not the {n_rows} this chain makes; "
+                                      "delete it to generate it again")
+        trained = folder / MODEL / TRAINED
+        if trained.is_file():
+            try:
+                runs.read_json(trained)
+            except CorruptRunError:
+                raise CorruptRunError(f"{trained} is damaged; delete {folder / MODEL} to train it again") from None
+            if not any((folder / MODEL).glob("*.safetensors")):
+                raise CorruptRunError(f"{folder / MODEL} has no weights; delete it to train it again")
+    return n_done
+
+
+def model_fingerprint(model) -> str:
+    """A SHA-256 of a model's parameters and buffers (names, dtypes, shapes, bytes), 16 hex digits."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # -- running one -----------------------------------------------------------------------
@@ -130,21 +312,58 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *,
     ``runs/<profile>`` in the checkout.  Returns the chain read back from disk.
     """
     settings = settings if settings is not None else for_profile(profile)
-    validate.positive_int("n_generations", n_generations)
+    if not isinstance(settings, ChainSettings):
+        raise validate.ParameterError(f"settings must be a ChainSettings, got {type(settings).__name__}")
+    check_n_generations(n_generations)
     check_hub(settings)  # seconds, before any long import or work
     device = validate.resolve_device(device)
+    check_precision(settings.precision, device)
     log = log or _default_log
     run_dir = chain_dir(settings, runs_dir, profile)
+    if run_dir.parent.exists() and not run_dir.parent.is_dir():
+        raise runs.RunsDirError(f"runs_dir {run_dir.parent} is a file, not a folder; pass a folder as runs_dir")
     dist.init(device)
     world = dist.rank_and_world()[1]
     if settings.batch_size % world:
         raise validate.ParameterError(
             f"batch_size={settings.batch_size} must be a multiple of the number of processes ({world})")
-    _write_settings(run_dir, settings)
+    _check_stored_settings(run_dir, settings)
     if dist.agree(all(runs.is_complete(run_dir, g) for g in range(n_generations))):
+        verify_generations(run_dir, n_generations, need_model=False)  # reading only: no lock, no write
         return load_chain(run_dir, n_generations)
-    _adopt_generation0(run_dir, settings)
-    return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_generations)
+    with ExitStack() as stack:
+        def prepare():
+            runs.check_writable_dir(run_dir.parent, "runs_dir")
+            runs.check_writable_dir(run_dir, "the chain's folder")
+            stack.enter_context(runs.locked(run_dir, "chain"))
+            runs.remove_scratch(run_dir)  # what a killed run left; safe, the folder is ours now
+
+        _on_main(prepare)  # every process stops if the first cannot have the folder
+        try:
+            _write_settings(run_dir, settings)
+            verify_generations(run_dir, n_generations, need_model=True)
+            return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_generations)
+        except OSError as exc:
+            error = runs.write_error(exc, run_dir.parent)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            if dist.is_main():
+                runs.remove_scratch(run_dir)
+
+
+def _on_main(action) -> None:
+    """Run ``action`` on the first process; a user error there is raised on every process (no hang)."""
+    problem = None
+    if dist.is_main():
+        try:
+            action()
+        except validate.UserError as exc:
+            problem = exc
+    if not dist.agree(problem is None):
+        raise problem if problem is not None else runs.RunsDirError(
+            "the first process could not prepare the chain's folder (see its message)")
 
 
 def _default_log(message: str) -> None:
@@ -153,20 +372,35 @@ def _default_log(message: str) -> None:
         tqdm.write(message)
 
 
-def _write_settings(run_dir: Path, settings: ChainSettings) -> None:
+def _check_stored_settings(run_dir: Path, settings: ChainSettings) -> bool:
+    """Whether the chain's settings file exists; it must hold ``settings``."""
     path = run_dir / SETTINGS_FILE
-    if path.is_file():
+    if not path.is_file():
+        return False
+    try:
         stored = runs.read_json(path)
-        if stored != json.loads(json.dumps(settings.to_dict())):
-            raise RuntimeError(f"{run_dir} holds a chain with other settings (a hash collision?); "
-                               "move it away or use another runs_dir")
-    elif dist.is_main():
-        runs.atomic_write_json(path, settings.to_dict())
+    except CorruptRunError:
+        raise CorruptRunError(f"{path} is damaged; rerun with the same settings after deleting it "
+                              "(it is rewritten from them)") from None
+    if stored != json.loads(json.dumps(settings.to_dict())):
+        raise CorruptRunError(f"{run_dir} holds a chain with other settings ({path} differs; a hash collision "
+                              "or an edited file); move the folder away or use another runs_dir")
+    return True
+
+
+def _write_settings(run_dir: Path, settings: ChainSettings) -> None:
+    if not _check_stored_settings(run_dir, settings) and dist.is_main():
+        runs.atomic_write_json(run_dir / SETTINGS_FILE, settings.to_dict())
     dist.barrier()
 
 
-def _adopt_generation0(run_dir: Path, settings: ChainSettings) -> None:
-    """Generation 0 does not depend on the data policy: reuse a sibling run's if one is complete."""
+def _adopt_generation0(run_dir: Path, settings: ChainSettings, base_fingerprint: str, log) -> None:
+    """Generation 0 does not depend on the data policy: reuse a sibling run's if one is complete and sound.
+
+    The sibling's generation 0 is verified (files, hashes, base model) before
+    it is copied, and the copy once more in its new place; a damaged one is
+    skipped with a note, and generation 0 is computed here instead.
+    """
     if dist.agree(runs.is_complete(run_dir, 0)) or not dist.is_main():
         dist.barrier()
         return
@@ -176,12 +410,32 @@ def _adopt_generation0(run_dir: Path, settings: ChainSettings) -> None:
         if other_dir == run_dir or not runs.is_complete(other_dir, 0):
             continue
         # Compare the stored settings as written (fields added since then must not match by default).
-        if runs.settings_hash(generation0_view(runs.read_json(other))) != wanted:
+        try:
+            if runs.settings_hash(generation0_view(runs.read_json(other))) != wanted:
+                continue
+            verify_generations(other_dir, 1, need_model=True)
+            metrics = runs.read_json(runs.generation_dir(other_dir, 0) / runs.METRICS)
+        except CorruptRunError as exc:
+            log(f"note: not reusing generation 0 of {other_dir.name}: {exc}")
             continue
-        for name in ("data",):
-            if (other_dir / name).is_dir() and not (run_dir / name).exists():
-                _copy_dir_atomically(other_dir / name, run_dir / name)
-        _copy_dir_atomically(runs.generation_dir(other_dir, 0), runs.generation_dir(run_dir, 0))
+        theirs = (metrics.get(MANIFEST) or {}).get("base_model")
+        if theirs is not None and theirs != base_fingerprint:
+            log(f"note: not reusing generation 0 of {other_dir.name}: it started from another base model")
+            continue
+        copied_data = False
+        if (other_dir / "data").is_dir() and not (run_dir / "data").exists():
+            _copy_dir_atomically(other_dir / "data", run_dir / "data")
+            copied_data = True
+        target = runs.generation_dir(run_dir, 0)
+        _copy_dir_atomically(runs.generation_dir(other_dir, 0), target)
+        try:
+            verify_generations(run_dir, 1, need_model=True)
+        except CorruptRunError as exc:  # e.g. our own data folder differs from the sibling's
+            log(f"note: not reusing generation 0 of {other_dir.name}: {exc}")
+            shutil.rmtree(target)
+            if copied_data:
+                shutil.rmtree(run_dir / "data")
+            continue
         break
     dist.barrier()
 
@@ -206,6 +460,9 @@ class _Chain:
         self.s, self.run_dir, self.device = settings, run_dir, device
         self.progress, self.keep_models, self.log = progress, keep_models, log
         self.base, self.tokenizer = lm_model.load_base_model(settings, device, progress, log)
+        self.base_fingerprint = self._check_base_model()
+        _adopt_generation0(run_dir, settings, self.base_fingerprint, log)
+        self._check_room()
         self.blocks = self._real_blocks()
         self._check_sizes()
         self.language = None
@@ -216,6 +473,34 @@ class _Chain:
         self.tail = TailReference(self.blocks["train"], settings.rare_max_count)
         self.gen0_model = None
         self.samples: dict[int, np.ndarray] = {}
+
+    def _check_base_model(self) -> str:
+        """The base model's fingerprint; it must be the one the chain started with."""
+        fingerprint = model_fingerprint(self.base)
+        path = self.run_dir / BASE_MODEL
+        stored = None
+        if path.is_file():
+            stored = runs.read_json(path).get("fingerprint")
+        elif runs.is_complete(self.run_dir, 0):
+            stored = (runs.read_json(runs.generation_dir(self.run_dir, 0) / runs.METRICS).get(MANIFEST)
+                      or {}).get("base_model")
+        if stored is not None and stored != fingerprint:
+            where = "the cached tiny model (MCUTILS_CACHE_DIR)" if self.s.model == "tiny" else repr(self.s.model)
+            raise CorruptRunError(
+                f"{self.run_dir} was started from another base model than {where} is now (fingerprint {stored}, "
+                f"now {fingerprint}); its generations would not continue the same chain. Restore that model, "
+                f"or delete {self.run_dir} to start the chain again")
+        if not path.is_file() and dist.is_main():
+            runs.atomic_write_json(path, {"model": self.s.model, "fingerprint": fingerprint})
+        dist.barrier()
+        return fingerprint
+
+    def _check_room(self) -> None:
+        """Before training: room for two models (this generation's and generation 0's) and their data."""
+        if not dist.is_main():
+            return
+        n_bytes = sum(p.numel() * p.element_size() for p in self.base.parameters())
+        runs.check_writable_dir(self.run_dir, "the chain's folder", min_free_bytes=room_needed(n_bytes))
 
     # -- data --------------------------------------------------------------------------
     def _real_blocks(self) -> dict[str, np.ndarray]:
@@ -245,7 +530,14 @@ class _Chain:
     def _generated(self, generation: int) -> np.ndarray:
         from .data import read_blocks
         if generation not in self.samples:
-            self.samples[generation] = read_blocks(runs.generation_dir(self.run_dir, generation) / SAMPLES)
+            path = runs.generation_dir(self.run_dir, generation) / SAMPLES
+            blocks = read_blocks(path)
+            expected = (len(self.blocks["train"]), self.s.block_size)
+            if blocks.shape != expected:
+                raise CorruptRunError(f"{path} holds {blocks.shape[0]} blocks of {blocks.shape[1]} tokens, not the "
+                                      f"{expected[0]} of {expected[1]} this chain makes; "
+                                      f"{_advice(self.run_dir, generation)}")
+            self.samples[generation] = blocks
         return self.samples[generation]
 
     def training_data(self, generation: int) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +638,8 @@ class _Chain:
         if dist.is_main():
             save_table(folder / PER_SEQUENCE, _table(columns))
             runs.atomic_write_json(folder / TIMING, timing)
-            runs.atomic_write_json(folder / runs.METRICS, _jsonable(metrics))  # last: the generation is complete
+            stored = {**_jsonable(metrics), MANIFEST: build_manifest(self.run_dir, g, self.base_fingerprint)}
+            runs.atomic_write_json(folder / runs.METRICS, stored)  # last: the generation is complete
             if g > 0 and not self.keep_models:
                 shutil.rmtree(folder / MODEL, ignore_errors=True)
         dist.barrier()
@@ -358,8 +651,7 @@ class _Chain:
         from .train import fine_tune
 
         if dist.agree((folder / MODEL / TRAINED).is_file()):
-            return (lm_model.load_model(folder / MODEL),
-                    runs.read_json(folder / MODEL / TRAINED))
+            return _load_model(folder / MODEL), runs.read_json(folder / MODEL / TRAINED)
         model = lm_model.fresh_copy(self.base)
         result = fine_tune(model, data, self.blocks["validation"], epochs=self.s.epochs,
                            learning_rate=self.s.learning_rate, min_learning_rate=self.s.min_learning_rate,
@@ -374,13 +666,13 @@ class _Chain:
             runs.atomic_write_json(folder / MODEL / TRAINED, training)
         dist.barrier()
         # Continue from the saved weights, so a resumed run and this one use identical numbers.
-        model = lm_model.load_model(folder / MODEL)
+        model = _load_model(folder / MODEL)
         return model, training
 
     def _gen0_model(self):
         from . import model as lm_model
         if self.gen0_model is None:
-            self.gen0_model = lm_model.load_model(runs.generation_dir(self.run_dir, 0) / MODEL)
+            self.gen0_model = _load_model(runs.generation_dir(self.run_dir, 0) / MODEL)
         return self.gen0_model
 
     def _generation0_extras(self, score: dict) -> dict:
@@ -406,6 +698,25 @@ class _Chain:
             extras["source_true_perplexity"] = self.language.true_perplexity
             extras["pretraining"] = lm_model.info(self.s).get("pretraining")
         return extras
+
+
+def room_needed(model_bytes: int) -> int:
+    """Free bytes a generation needs: two models (its own and generation 0's) and some data."""
+    return 2 * int(model_bytes) + runs.MIN_FREE_BYTES
+
+
+def _load_model(folder: Path):
+    """A saved model; a missing or damaged folder is reported with its path (never as a hub repo id)."""
+    from . import model as lm_model
+
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise CorruptRunError(f"{folder} is missing or incomplete (another process deleting it, or a damaged "
+                              f"copy); delete it to train it again")
+    try:
+        return lm_model.load_model(folder)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CorruptRunError(f"{folder} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}); delete it to "
+                              "train it again") from None
 
 
 def _table(columns: dict):

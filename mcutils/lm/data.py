@@ -121,15 +121,31 @@ def save_table(path: str | os.PathLike, table) -> Path:
 
 
 def read_table(path: str | os.PathLike):
+    """An Arrow IPC file; a missing or damaged one raises :class:`~mcutils.runs.CorruptRunError` naming it."""
     import pyarrow as pa
 
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
+    try:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+    except FileNotFoundError:
+        raise runs.CorruptRunError(f"{path} is missing; delete its generation folder to recompute it") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise runs.CorruptRunError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it (or its "
+                                   "generation folder) to recompute it") from None
+
+
+def count_rows(path: str | os.PathLike) -> int:
+    """The number of rows of an Arrow IPC file (reads the footer and record batch headers only)."""
+    return read_table(path).num_rows
 
 
 def read_blocks(path: str | os.PathLike) -> np.ndarray:
     """The ``input_ids`` column of an Arrow file written by :func:`save_blocks`."""
-    column = read_table(path).column("input_ids").combine_chunks()
+    table = read_table(path)
+    if "input_ids" not in table.column_names:
+        raise runs.CorruptRunError(f"{path} has no input_ids column (columns {table.column_names}); delete it "
+                                   "(or its generation folder) to recompute it")
+    column = table.column("input_ids").combine_chunks()
     width = column.type.list_size
     return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int64).reshape(-1, width)
 

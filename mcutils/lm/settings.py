@@ -29,6 +29,10 @@ WIKITEXT = "wikitext"    # load_dataset("wikitext", "wikitext-2-raw-v1")
 PROMPTS = ("original", "previous")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ENGINE_VERSION = 1  # part of every run name: bump when the same settings would give other numbers
+# Generation g of a chain trains with the seed ``seed * 1000 + g``, which numpy's seeding (Trainer's
+# set_seed) takes only below 2**32: these bounds keep every derived seed in range.
+MAX_GENERATIONS = 1000
+MAX_SEED = (validate.MAX_SEED - (MAX_GENERATIONS - 1)) // 1000  # 4294966
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -111,8 +115,16 @@ class ChainSettings:
     tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
 
     def __post_init__(self):
-        validate.non_negative_int("seed", self.seed)
+        validate.seed("seed", self.seed, maximum=MAX_SEED)
+        for name, spec in (("language", self.language), ("corpus", self.corpus), ("tiny", self.tiny)):
+            expected = {"language": LanguageSpec, "corpus": SyntheticCorpusSpec, "tiny": TinyModelSpec}[name]
+            if not isinstance(spec, expected):
+                raise validate.ParameterError(f"{name} must be a {expected.__name__}, got {spec!r}")
+        validate.seed("language.seed", self.language.seed)  # seeds the tiny model's pre-training
         _source_name("model", self.model, TINY)
+        if self.dataset_config is not None and (not isinstance(self.dataset_config, str) or not self.dataset_config):
+            raise validate.ParameterError(
+                f"dataset_config must be a dataset configuration name or None, got {self.dataset_config!r}")
         _source_name("dataset", self.dataset, SYNTHETIC, WIKITEXT)
         if self.model == TINY and self.dataset != SYNTHETIC:
             raise validate.ParameterError(
@@ -275,6 +287,32 @@ def for_profile(profile: str = "quick", **overrides) -> ChainSettings:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(ChainSettings))
+
+
+def check_n_generations(n_generations) -> int:
+    """A chain's length: 1 to :data:`MAX_GENERATIONS` models, generation 0 included."""
+    return validate.integer("n_generations", n_generations, minimum=1, maximum=MAX_GENERATIONS)
+
+
+def check_precision(precision: str, device: str) -> str:
+    """Refuse a precision the (resolved) device cannot compute in, rather than computing in another.
+
+    fp16 mixed precision needs a CUDA GPU; bf16 needs the CPU or a GPU that
+    supports it; MPS runs fp32 only here.
+    """
+    validate.choice("precision", precision, PRECISIONS)
+    kind = str(device).split(":")[0]
+    if precision == "fp16" and kind != "cuda":
+        raise validate.ParameterError(
+            f"precision='fp16' needs a CUDA GPU; on device={device!r} use precision='fp32' (or 'bf16' on the CPU)")
+    if precision == "bf16" and kind == "mps":
+        raise validate.ParameterError("precision='bf16' is not supported on device='mps' here; use 'fp32'")
+    if precision == "bf16" and kind == "cuda":
+        import torch
+        if not torch.cuda.is_bf16_supported():
+            raise validate.ParameterError(
+                "precision='bf16' needs a GPU with bfloat16 support (Ampere or newer); use 'fp16' or 'fp32'")
+    return precision
 
 
 # -- the hub: fail in seconds, not after a minute of retries -------------------------

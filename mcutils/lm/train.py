@@ -24,6 +24,16 @@ from .. import validate
 from . import dist
 
 
+class TrainingDiverged(validate.ParameterError):
+    """The loss became NaN or infinite: the learning rate (or precision) cannot train this model."""
+
+
+def _diverged(what: str, value: float, epoch, learning_rate: float, description: str) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"{description}: the {what} became {value} in epoch {epoch} with learning_rate={learning_rate:g}; "
+        "training cannot recover from that, so the run stopped. Lower the learning rate (or use precision='fp32')")
+
+
 class BlockDataset(torch.utils.data.Dataset):
     """Blocks of token ids as causal-LM examples (the labels are the inputs; the model shifts them)."""
 
@@ -52,19 +62,31 @@ class TrainResult:
                 "best_validation_loss": self.best_validation_loss, "steps": self.steps}
 
 
-def _callbacks():
+def _callbacks(learning_rate: float = math.nan, description: str = "train"):
     from transformers import TrainerCallback
 
     class KeepBestEpoch(TrainerCallback):
-        """After every epoch's evaluation, copy the weights if the validation loss is the lowest so far."""
+        """After every epoch's evaluation, copy the weights if the validation loss is the lowest so far.
+
+        A non-finite training or validation loss stops the run at once
+        (:class:`TrainingDiverged`): no epoch of such a run can be kept.
+        """
 
         def __init__(self):
             self.result = TrainResult()
             self.best_state = None
 
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise _diverged("training loss", float(loss), int(round(state.epoch or 0)), learning_rate,
+                                description)
+
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
             epoch = int(round(state.epoch or 0))
             loss = float(metrics["eval_loss"])
+            if not math.isfinite(loss):
+                raise _diverged("validation loss", loss, epoch, learning_rate, description)
             train_losses = [h["loss"] for h in state.log_history if "loss" in h and int(round(h["epoch"])) == epoch]
             self.result.epochs.append({"epoch": epoch, "validation_loss": loss,
                                        "train_loss": train_losses[-1] if train_losses else None})
@@ -119,7 +141,7 @@ def fine_tune(model, train_blocks: np.ndarray, validation_blocks: np.ndarray, *,
     if len(train_blocks) < batch_size:
         raise validate.ParameterError(
             f"{len(train_blocks)} training blocks are fewer than one batch of batch_size={batch_size}")
-    KeepBestEpoch, Progress = _callbacks()
+    KeepBestEpoch, Progress = _callbacks(learning_rate, description)
     keep_best = KeepBestEpoch()
     with tempfile.TemporaryDirectory(prefix="mcutils-trainer-") as scratch:
         args = TrainingArguments(
@@ -155,6 +177,8 @@ def fine_tune(model, train_blocks: np.ndarray, validation_blocks: np.ndarray, *,
         for default in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(default)
         output = trainer.train()
+    if keep_best.best_state is None:  # no evaluation ran (cannot happen with eval_strategy="epoch")
+        raise RuntimeError(f"{description}: no epoch was evaluated, so none can be kept")
     model.load_state_dict(keep_best.best_state)
     model.eval()
     keep_best.result.steps = int(output.global_step)

@@ -15,12 +15,16 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
+# MathJax is served with the site (_config.yml copies it to _static/mathjax), so that its
+# mathematics renders offline: npm installs it into the git-ignored _vendor/.
+MATHJAX_VERSION := 3.2.2
+MATHJAX_STAMP := _vendor/.mathjax-$(MATHJAX_VERSION)
 
 .PHONY: all book test setup bench bench-gpu tolerances reproduce lab clean clean-runs
 
 all: book
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt | $(MATHJAX_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
@@ -30,6 +34,17 @@ $(STAMP): pyproject.toml constraints.txt
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: could not install chromium; tests/test_browser.py will skip"
 	touch $(STAMP)
+
+# Part of the set-up above (an order-only prerequisite of $(STAMP), so a checkout set up before MathJax
+# was bundled gets it on its next make): without npm it tries apt's, then stops saying so.
+$(MATHJAX_STAMP):
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm >/dev/null; } || \
+	  { echo "error: the book bundles MathJax from npm, and npm is missing: install Node.js and npm" \
+	         "(Debian/Ubuntu: apt-get install npm), then run make again" >&2; exit 1; }
+	rm -rf _vendor/node_modules/mathjax
+	npm install --prefix _vendor --no-save --no-package-lock --no-audit --no-fund --loglevel=error mathjax@$(MATHJAX_VERSION)
+	test -f _vendor/node_modules/mathjax/es5/tex-mml-chtml.js
+	touch $@
 
 setup: $(STAMP)
 

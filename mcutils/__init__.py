@@ -11,5 +11,7 @@ One module a concept:
 - :mod:`mcutils.results`: claims recorded for the scorecard
 - :mod:`mcutils.plotting`: the house style
 - :mod:`mcutils.validate`: parameter checks with clear errors
+- :mod:`mcutils.book`: a chapter's setup in one call (``start_chapter``)
+- :mod:`mcutils.reproduce`: the batch runner (needs a checkout of the book: ``_toc.yml``, ``book/``, ``profiles/``)
 """
 __version__ = "0.1.0"

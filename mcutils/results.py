@@ -82,12 +82,14 @@ class Claims:
 
 
 def markdown_table(records: Iterable[Claim], with_chapter: bool = True) -> str:
+    """The claims as a markdown table; the "holds" column says "yes" or a bold "no" in words, which any
+    font shows (an emoji mark needs an emoji font)."""
     head = ["claim", "paper", "this book", "holds", "profile"]
     if with_chapter:
         head = ["chapter", *head]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
-        row = [r.claim, r.paper, r.ours, "✅" if r.holds else "❌", r.profile]
+        row = [r.claim, r.paper, r.ours, "yes" if r.holds else "**no**", r.profile]
         if with_chapter:
             row = [r.chapter, *row]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")

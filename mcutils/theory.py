@@ -17,6 +17,9 @@ Gaussian chain (Shumailov et al. §3.2, Theorem 3.1)
     expected covariance and mean drift under ``accumulate``.
 Linear regression (Gerstgrasser et al.'s analysis, after Dohmatob et al.)
     the expected squared parameter error under replace and accumulate.
+
+The chapters label these formulas as equations ``eq-...`` (book/01_theory, book/02_discrete_chain,
+book/03_gaussian); each function's docstring names the equation it computes.
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ def discrete_diversity(p0, n_samples: int, n_generations: int) -> np.ndarray:
     hence ``E[1 - Σ p_{t+1}²] = (1 - 1/M) E[1 - Σ p_t²]``: the diversity
     (the chance that two draws differ) decays geometrically to 0, the value
     of a delta.
+
+    Book: equation ``eq-discrete-diversity`` of book/02_discrete_chain.
     """
     p = _probabilities(p0)
     m = validate.positive_int("n_samples", n_samples)
@@ -65,6 +70,8 @@ def discrete_absorption_probabilities(p0) -> np.ndarray:
 
     Each ``p_t(k)`` is a bounded martingale (``E[p_{t+1}(k) | p_t] = p_t(k)``)
     that ends at 0 or 1, so ``P(absorbed at k) = E p_∞(k) = p_0(k)``.
+
+    Book: equation ``eq-discrete-absorption-probability`` of book/02_discrete_chain.
     """
     return _probabilities(p0).copy()
 
@@ -74,6 +81,8 @@ def discrete_loss_first_step(p0, n_samples: int) -> np.ndarray:
 
     A category with ``p <= 1/M`` expects fewer than one of the ``M`` draws
     (the paper's "tails disappear first").
+
+    Book: summed over the categories, equation ``eq-discrete-first-loss`` of book/02_discrete_chain.
     """
     p = _probabilities(p0)
     return (1 - p) ** validate.positive_int("n_samples", n_samples)
@@ -97,6 +106,8 @@ def discrete_loss_probability(q, n_samples: int, n_generations: int) -> np.ndarr
     Propagates the count's distribution through the binomial chain of
     :func:`binomial_transition_matrix`; cost ``O(n_generations · M²)`` per
     value of ``q``, fine up to ``M`` of a few hundred.
+
+    Book: at ``t = 1``, the terms of equation ``eq-discrete-first-loss`` of book/02_discrete_chain.
     """
     q = np.atleast_1d(np.asarray(q, dtype=float))
     if np.any((q < 0) | (q > 1)):
@@ -125,6 +136,8 @@ def discrete_absorption_time_diffusion(p0, n_samples: int) -> float:
     generation, so it is accurate to ``O(1)`` generations out of ``O(M)``:
     the relative error shrinks like ``1/M`` (see
     :func:`discrete_absorption_time_two_states` for an exact check).
+
+    Book: equation ``eq-discrete-absorption-time`` of book/02_discrete_chain.
     """
     p = _probabilities(p0)
     m = validate.positive_int("n_samples", n_samples)
@@ -138,6 +151,9 @@ def discrete_absorption_time_two_states(q: float, n_samples: int) -> float:
 
     Solves ``(I - Q) τ = 1`` on the transient counts ``1..M-1`` of the
     binomial chain, then averages over the first step from ``q``.
+
+    Book: the exact value that equation ``eq-discrete-absorption-time`` of
+    book/02_discrete_chain approximates, for two categories.
     """
     q = validate.fraction("q", q)
     m = validate.positive_int("n_samples", n_samples)
@@ -178,6 +194,9 @@ def gaussian_variance_factor(n_samples: int, n_generations: int, ddof: int = 1,
     and ``v_{i+1} = Σ_{k<=i} (M - 1 + k/(k+1)) v_k / ((i + 1) M - ddof)``,
     an exact recursion (the expected covariance shrinks slowly, by about
     ``(ln i)/(i M)`` a generation, for ``ddof=1``).
+
+    Book: for ``ddof=0``, the first formula of equation ``eq-gaussian-ml`` of
+    book/03_gaussian.
     """
     m, _ = _check_gaussian_args(n_samples, ddof)
     n = _generations(n_generations)
@@ -201,6 +220,8 @@ def gaussian_variance_sd(n_samples: int, n_generations: int, ddof: int = 1) -> n
     minus ``v_n²``.  It grows like ``e^{2n/M}``: the mean of ``σ_n²`` is
     carried by ever rarer runs, which a finite simulation stops seeing once
     ``n`` is a few times ``M``.
+
+    Book: equation ``eq-gaussian-variance-sd`` of book/03_gaussian.
     """
     m, _ = _check_gaussian_args(n_samples, ddof)
     n = _generations(n_generations)
@@ -215,6 +236,9 @@ def gaussian_log_det_drift(n_samples: int, dim: int = 1, ddof: int = 1) -> float
     ``E ln χ²_ν = ψ(ν/2) + ln 2``, so the drift is
     ``Σ_{k=0}^{d-1} [ψ((M-1-k)/2) + ln 2] - d ln(M - ddof)``, about
     ``-d(d+1)/(2M)`` for ``ddof=1``.  In 1-D: ``E ln σ_n² = ln σ_0² + n·drift``.
+
+    Book: equation ``eq-gaussian-log-det-drift`` of book/03_gaussian (in 1-D the bracket
+    of ``eq-gaussian-log-variance`` there, and ``eq-theory-log-drift`` of book/01_theory).
     """
     m, d = _check_gaussian_args(n_samples, ddof, dim)
     k = np.arange(d)
@@ -223,7 +247,11 @@ def gaussian_log_det_drift(n_samples: int, dim: int = 1, ddof: int = 1) -> float
 
 def gaussian_log_det_mean(n_samples: int, n_generations: int, log_det0: float = 0.0,
                           dim: int = 1, ddof: int = 1) -> np.ndarray:
-    """``E log det Σ_n`` under ``replace``: a straight line to ``-∞`` (so ``Σ_n → 0`` a.s.)."""
+    """``E log det Σ_n`` under ``replace``: a straight line to ``-∞`` (so ``Σ_n → 0`` a.s.).
+
+    Book: equation ``eq-gaussian-log-variance`` of book/03_gaussian (1-D) with the drift
+    of ``eq-gaussian-log-det-drift``.
+    """
     return log_det0 + gaussian_log_det_drift(n_samples, dim, ddof) * _generations(n_generations)
 
 
@@ -250,6 +278,10 @@ def gaussian_mean_sq_drift(n_samples: int, n_generations: int, trace_cov0: float
     ``accumulate``: ``μ_n - μ_0 = Σ_{k=1}^{n} e_{k-1}/k``, so
     ``E‖μ_n - μ_0‖² = tr Σ_0/M · Σ_{k=1}^{n} v_{k-1}/k²`` (bounded by about
     ``π²/6 · tr Σ_0/M``), with ``v`` from :func:`gaussian_variance_factor`.
+
+    Book: equations ``eq-gaussian-mean-drift`` (``replace``, ``ddof=1``),
+    ``eq-gaussian-ml`` (``ddof=0``) and ``eq-gaussian-accumulate-mean`` (``accumulate``)
+    of book/03_gaussian.
     """
     validate.number("trace_cov0", trace_cov0, minimum=0.0)
     v = gaussian_variance_factor(n_samples, n_generations, ddof, policy)
@@ -264,6 +296,8 @@ def gaussian_std_factor(n_samples: int, n_generations: int, ddof: int = 1) -> np
 
     ``c = sqrt(2/(M - ddof)) Γ(M/2)/Γ((M-1)/2) < 1`` even for ``ddof=1``: the
     unbiased variance gives a biased (too small) standard deviation.
+
+    Book: the ``c`` of equation ``eq-gaussian-w2`` of book/03_gaussian.
     """
     m, _ = _check_gaussian_args(n_samples, ddof)
     log_c = 0.5 * np.log(2 / (m - ddof)) + special.gammaln(m / 2) - special.gammaln((m - 1) / 2)
@@ -277,6 +311,8 @@ def gaussian_expected_w2_sq(n_samples: int, n_generations: int, var0: float = 1.
     ``W2² = (μ_n - μ_0)² + (σ_n - σ_0)²``, so
     ``E W2² = E(μ_n - μ_0)² + σ_0² (1 + v_n - 2 c^n)``; for ``ddof=1`` this is
     ``n σ_0²/M + 2σ_0²(1 - c^n)``, which grows without bound (Theorem 3.1).
+
+    Book: equation ``eq-gaussian-w2`` of book/03_gaussian.
     """
     var0 = validate.number("var0", var0, minimum=0.0, strict_minimum=True)
     drift = gaussian_mean_sq_drift(n_samples, n_generations, var0, ddof)
@@ -295,6 +331,8 @@ def gaussian_w2_sq_bounds(n_samples: int, n_generations: int, trace_cov0: float 
     ``E‖μ_n - μ_0‖² <= E W2² <= E‖μ_n - μ_0‖² + tr Σ_0 (1 + v_n)``.
     Both bounds grow like ``n tr Σ_0 / M`` for ``ddof=1``: the theorem's
     divergence, in any dimension.
+
+    Book: equation ``eq-gaussian-w2-bounds`` of book/03_gaussian.
     """
     low = gaussian_mean_sq_drift(n_samples, n_generations, trace_cov0, ddof)
     return low, low + trace_cov0 * (1 + gaussian_variance_factor(n_samples, n_generations, ddof))

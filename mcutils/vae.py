@@ -69,7 +69,7 @@ def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     uncached it fails at once with :class:`DataUnavailableError`.
     """
     validate.choice("split", split, ["train", "test"])
-    from .lm.settings import go_offline, hub_endpoint, hub_offline, hub_reachable
+    from .lm.hub import go_offline, hub_endpoint, hub_offline, hub_reachable
 
     advice = ("It is downloaded from the Hugging Face hub the first time (internet needed, then cached). "
               "Offline, use dataset='digits' (the quick profile's bundled 8x8 digits).")

@@ -70,8 +70,6 @@ def test_every_key_number_of_a_torch_chapter_carries_its_measured_tolerance(chap
         assert n.tolerance == measured[n.name]["tolerance"], (
             f"{chapter} {n.name}: the notebook shows ± {n.tolerance}, book/_tolerances.json says "
             f"{measured[n.name]['tolerance']}; run `make book` after `make tolerances`")
-        assert n.tolerance < abs(n.value) or n.value == 0 or n.name.startswith(("class_entropy", "lm_rise")), (
-            f"{chapter} {n.name}: tolerance {n.tolerance:.3g} wider than the number {n.value:.3g} itself")
 
 
 @pytest.mark.slow

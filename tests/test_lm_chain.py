@@ -17,7 +17,7 @@ import pytest
 from mcutils import runs
 from mcutils.lm import chain, settings
 
-N_GEN = 2
+N_MODELS = 2  # generation 0 and one refit (n_generations=1)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,8 @@ def env(tmp_path_factory):
         yield {**os.environ}
 
 
-def _run(runs_dir, n=N_GEN, **overrides):
-    return chain.run_chain(settings.smoke(**overrides), n, runs_dir=runs_dir, device="cpu",
+def _run(runs_dir, n_models=N_MODELS, **overrides):
+    return chain.run_chain(settings.smoke(**overrides), n_models - 1, runs_dir=runs_dir, device="cpu",
                            progress=False, log=lambda message: None)
 
 
@@ -50,8 +50,8 @@ def reference(env, tmp_path_factory):
 def test_runs_folder_contract(reference):
     run_dir = reference.run_dir
     assert run_dir.name == settings.smoke().run_name
-    assert [m["generation"] for m in reference.metrics] == list(range(N_GEN))
-    for g in range(N_GEN):
+    assert [m["generation"] for m in reference.metrics] == list(range(N_MODELS))
+    for g in range(N_MODELS):
         folder = runs.generation_dir(run_dir, g)
         assert (folder / "metrics.json").is_file() and (folder / chain.SAMPLES).is_file()
         assert (folder / chain.MODEL).is_dir() == (g == 0)  # only generation 0's model is kept
@@ -67,7 +67,7 @@ def test_metrics_and_arrays_read_back(reference):
     assert m0["base_test_perplexity"] > 0 and m0["source_true_perplexity"] > 1
     assert m0["test_perplexity_by_true_probability"]["rare"] > m0["test_perplexity_by_true_probability"]["common"]
     test = reference.series("test_perplexity")
-    assert test.shape == (N_GEN,) and np.all(test > 1)
+    assert test.shape == (N_MODELS,) and np.all(test > 1)
     samples = reference.samples(1)
     assert samples.shape == (64, 16)
     scores = reference.per_sequence(1)
@@ -89,23 +89,23 @@ def test_rerun_recomputes_nothing(reference, monkeypatch):
 
 
 def test_another_seed_gives_other_numbers(reference, tmp_path):
-    other = _run(tmp_path, n=1, seed=1)
+    other = _run(tmp_path, n_models=1, seed=1)
     assert other.run_dir.name != reference.run_dir.name
     assert other.metrics[0]["test_perplexity"] != reference.metrics[0]["test_perplexity"]
 
 
 def test_a_longer_chain_continues_a_shorter_one_with_the_same_numbers(reference, tmp_path):
     """Determinism: a fresh run in another folder, stopped and continued, equals the reference."""
-    short = _run(tmp_path, n=N_GEN - 1)
+    short = _run(tmp_path, n_models=N_MODELS - 1)
     stamp = (short.run_dir / "gen_00" / "metrics.json").stat().st_mtime_ns
-    longer = _run(tmp_path, n=N_GEN)
+    longer = _run(tmp_path, n_models=N_MODELS)
     assert (longer.run_dir / "gen_00" / "metrics.json").stat().st_mtime_ns == stamp
     assert _metrics_files(longer.run_dir) == _metrics_files(reference.run_dir)
 
 
 def test_resume_after_a_kill_gives_the_same_metrics(reference, env, tmp_path):
     """Kill a CLI chain (SIGKILL) once generation 0 is complete, rerun it: same numbers as uninterrupted."""
-    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_GEN),
+    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_MODELS - 1),
                "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress"]
     run_dir = tmp_path / settings.smoke().run_name
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,7 +114,7 @@ def test_resume_after_a_kill_gives_the_same_metrics(reference, env, tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert runs.is_complete(run_dir, 0) and not runs.is_complete(run_dir, N_GEN - 1), "killed too late to test"
+    assert runs.is_complete(run_dir, 0) and not runs.is_complete(run_dir, N_MODELS - 1), "killed too late to test"
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert _metrics_files(run_dir) == _metrics_files(reference.run_dir)
@@ -126,7 +126,7 @@ def test_resume_inside_a_generation_reuses_the_saved_model(reference, tmp_path):
 
     from mcutils.lm import model as lm_model
 
-    kept = chain.run_chain(settings.smoke(), 2, runs_dir=tmp_path / "kept", device="cpu", progress=False,
+    kept = chain.run_chain(settings.smoke(), 1, runs_dir=tmp_path / "kept", device="cpu", progress=False,
                            keep_models=True, log=lambda m: None)
     gen1 = kept.run_dir / "gen_01"
     assert (gen1 / chain.MODEL / chain.TRAINED).is_file()
@@ -136,7 +136,7 @@ def test_resume_inside_a_generation_reuses_the_saved_model(reference, tmp_path):
     original = lm_model.fresh_copy
     lm_model.fresh_copy = lambda model: calls.append(1) or original(model)
     try:
-        resumed = chain.run_chain(settings.smoke(), 2, runs_dir=tmp_path / "kept", device="cpu",
+        resumed = chain.run_chain(settings.smoke(), 1, runs_dir=tmp_path / "kept", device="cpu",
                                   progress=False, log=lambda m: None)
     finally:
         lm_model.fresh_copy = original
@@ -148,7 +148,7 @@ def test_other_policies_reuse_generation_zero(reference, tmp_path):
     import shutil
 
     shutil.copytree(reference.run_dir, tmp_path / reference.run_dir.name)
-    accumulate = _run(tmp_path, n=2, policy="accumulate")
+    accumulate = _run(tmp_path, n_models=2, policy="accumulate")
     assert accumulate.run_dir != reference.run_dir
     # generation 0 was copied, not recomputed: even its timing file is the same
     for name in ("metrics.json", "timing.json"):

@@ -30,7 +30,7 @@ def _cli_in_fresh_python(args, **env):
     (["--real-fraction", "0.0001"], "keeps no block"),
     (["--batch-size", "100000"], "fewer than one batch"),
     (["--policy", "accumulate", "--real-fraction", "0.1"], "only applies to policy='replace'"),
-    (["--n-generations", "0"], "n_generations must be an integer >= 1"),
+    (["--n-generations", "-1"], "n_generations must be an integer >= 0"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
 ])
 def test_bad_settings_fail_at_once_without_importing_torch(args, message):
@@ -92,3 +92,73 @@ def test_profiles():
     assert settings.quick().model == "tiny" and settings.quick().dataset == "synthetic"
     with pytest.raises(ParameterError, match="profile"):
         settings.for_profile("huge")
+
+
+# -- the flags are generated from ChainSettings' fields (issue 11) -----------------------
+
+def _settings_seen(monkeypatch, argv):
+    from mcutils.lm import chain
+
+    seen = {}
+
+    def fake_run_chain(s, n, **kwargs):
+        seen["settings"] = s
+        raise ParameterError("stop here")
+
+    monkeypatch.setattr(chain, "run_chain", fake_run_chain)
+    assert main(argv) == 2
+    return seen["settings"]
+
+
+def test_every_flat_setting_has_a_flag_with_its_help():
+    import dataclasses
+
+    from mcutils.lm.__main__ import build_parser
+
+    parser = build_parser()
+    flags = {action.dest: action for action in parser._actions}
+    for f in dataclasses.fields(settings.ChainSettings):
+        if f.name in ("language", "corpus", "tiny"):
+            assert f.name not in flags  # nested: set in a --settings file only
+            continue
+        action = flags[f.name]
+        assert f"--{f.name.replace('_', '-')}" in action.option_strings
+        assert action.default is None  # "not given": a --settings file's value is kept
+        assert action.help.startswith(f.metadata["help"])
+    assert list(flags["precision"].choices) == list(settings.PRECISIONS)
+    assert list(flags["prompts"].choices) == list(settings.PROMPTS)
+    assert "--settings file only" in parser.format_help()
+
+
+def test_generated_flags_reach_the_settings(monkeypatch):
+    s = _settings_seen(monkeypatch, ["--profile", "smoke", "--num-beams", "3", "--weight_decay", "0.1",
+                                     "--min-learning-rate", "1e-5", "--max-train-blocks", "32"])
+    assert s == settings.smoke(num_beams=3, weight_decay=0.1, min_learning_rate=1e-5, max_train_blocks=32)
+    assert _settings_seen(monkeypatch, ["--profile", "smoke"]) == settings.smoke()
+
+
+def test_a_nested_spec_from_a_settings_file(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "s.json"
+    path.write_text('{"tiny": {"n_layers": 2}, "epochs": 3}')
+    s = _settings_seen(monkeypatch, ["--profile", "smoke", "--settings", str(path), "--epochs", "4"])
+    assert s.tiny == settings.TinyModelSpec(n_layers=2) and s.epochs == 4
+    path.write_text('{"tiny": {"width": 3}}')
+    assert main(["--settings", str(path)]) == 2
+    assert f"--settings {path}: tiny: unknown settings ['width']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num-beams", "65"], "num_beams must be an integer <= 64, got 65"),
+    (["--min-learning-rate", "1"], "min_learning_rate must be <= 0.003, got 1.0"),
+    (["--block-size", "1"], "block_size must be an integer >= 2, got 1"),
+])
+def test_generated_flags_are_checked_against_the_field_bounds(args, message, capsys):
+    assert main(["--profile", "smoke", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_flag_that_does_not_parse_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--precision", "fp8"])
+    assert caught.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err

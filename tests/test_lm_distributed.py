@@ -37,12 +37,12 @@ def env(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_chain_runs_end_to_end_under_two_processes(env, tmp_path):
-    _torchrun("-m", "mcutils.lm", "--profile", "smoke", "--n-generations", "2", "--runs-dir", str(tmp_path),
+    _torchrun("-m", "mcutils.lm", "--profile", "smoke", "--n-generations", "1", "--runs-dir", str(tmp_path),
               "--device", "cpu", "--no-progress", env=env)
     from mcutils.lm import chain, settings
 
     result = chain.load_chain(tmp_path / settings.smoke().run_name)
-    assert result.n_generations == 2
+    assert result.n_generations == 1 and len(result.metrics) == 2
     timing = json.loads((result.run_dir / "gen_01" / chain.TIMING).read_text())
     assert timing["world_size"] == 2
     assert result.samples(1).shape == (64, 16)

@@ -198,3 +198,50 @@ def test_profile_book_is_built_with_its_profile_in_the_footer(fake_book):
     assert "x = 5, label = big, profile = paper" in page
     assert "Outputs produced by the paper profile: 01_ok" in page
     assert "quick-profile outputs: 04_ok" in page  # the chapter not run keeps the book's notebook
+
+
+# --------------------------------------------------------------------------- the runner as a package
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_outside_a_checkout_the_runner_says_in_one_line_what_is_missing(tmp_path, monkeypatch, capsys):
+    # As the package pip installs it (on Colab): no checkout beside mcutils, none in the working directory.
+    monkeypatch.setattr(reproduce.toc, "repo_root", lambda: None)  # find_root looks it up in the toc module
+    monkeypatch.chdir(tmp_path)
+    assert reproduce.main(["--profile", "paper", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{tmp_path} is not a checkout of the book (no _toc.yml and no book/)" in err
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    with pytest.raises(ReproduceError, match=r"\(no book/\)"):
+        reproduce.find_root(tmp_path)
+
+
+def test_the_entry_point_and_the_package_re_export_the_runner():
+    import importlib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["mcutils-reproduce"]
+    module, _, name = spec.partition(":")
+    assert getattr(importlib.import_module(module), name) is reproduce.cli.main
+    for name in reproduce.__all__:
+        assert hasattr(reproduce, name), name
+    assert not hasattr(reproduce, "notebook_title")
+
+
+def test_the_chapters_do_not_need_the_runner():
+    """What the chapters import (all the installed package must serve) never imports the checkout-only runner."""
+    import re
+    import subprocess
+    import sys
+    imported = set()
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            imported |= {f"mcutils.{m}" for m in re.findall(r"from mcutils\.(\w+) import", source)}
+            for names in re.findall(r"from mcutils import ([\w, ]+)", source):
+                imported |= {f"mcutils.{n.strip()}" for n in names.split(",") if n.strip()}
+    assert "mcutils.book" in imported and "mcutils.reproduce" not in imported
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in sorted(imported)) \
+        + "sys.exit('mcutils.reproduce' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -43,8 +43,8 @@ def test_markdown_table_escapes_pipes_and_marks_failures():
     claims.add("absorbed", paper=1, ours=0.9, holds=False)
     lines = claims.to_markdown().splitlines()
     assert lines[0] == "| claim | paper | this book | holds | profile |"
-    assert lines[2] == "| P(a\\|b) = q | 0.5 | 0.49 | ✅ | paper |"
-    assert lines[3] == "| absorbed | 1 | 0.9 | ❌ | paper |"
+    assert lines[2] == "| P(a\\|b) = q | 0.5 | 0.49 | yes | paper |"
+    assert lines[3] == "| absorbed | 1 | 0.9 | **no** | paper |"
     assert markdown_table(claims.records).splitlines()[2].startswith("| 02_discrete | P(a")
 
 
@@ -79,7 +79,7 @@ def test_show_attaches_the_records_to_the_output_and_gather_reads_them_back(tmp_
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
     assert [o.output_type for o in outputs] == ["display_data"]
-    assert "| two plus two | 4 | 4 | ✅ | quick |" in outputs[0].data["text/markdown"]
+    assert "| two plus two | 4 | 4 | yes | quick |" in outputs[0].data["text/markdown"]
     path = tmp_path / "99_tiny.ipynb"
     nbformat.write(nb, path)
     found = gather([path])

@@ -26,7 +26,7 @@ from mcutils.runs import CorruptRunError, RunLockedError, RunsDirError
 
 import test_robust_common as common
 
-N_GEN = 2
+N_MODELS = 2  # generation 0 and one refit (n_generations=1)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def env(tmp_path_factory):
         yield {**os.environ}
 
 
-def _run(runs_dir, n=N_GEN, log=None, **overrides):
-    return chain.run_chain(settings.smoke(**overrides), n, runs_dir=runs_dir, device="cpu", progress=False,
+def _run(runs_dir, n_models=N_MODELS, log=None, **overrides):
+    return chain.run_chain(settings.smoke(**overrides), n_models - 1, runs_dir=runs_dir, device="cpu", progress=False,
                            log=log or (lambda message: None))
 
 
@@ -118,7 +118,7 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--seed", "4294968"], "seed must be an integer <= 4294966"),
     (["--seed", "4294967"], "seed must be an integer <= 4294966"),
-    (["--n-generations", "1001"], "n_generations must be an integer <= 1000"),
+    (["--n-generations", "1000"], "n_generations must be an integer <= 999"),
     (["--precision", "fp16", "--device", "cpu"], "precision='fp16' needs a CUDA GPU"),
     (["--threads", "0"], "threads must be an integer >= 1"),
 ])
@@ -158,7 +158,7 @@ def test_bad_settings_files_are_one_line(tmp_path, capsys, content, message):
 
 def test_precision_the_device_cannot_run_is_refused_by_the_engine(tmp_path, no_work):
     with pytest.raises(validate.ParameterError, match="fp16"):
-        chain.run_chain(settings.smoke(precision="fp16"), 1, runs_dir=tmp_path, device="cpu", progress=False)
+        chain.run_chain(settings.smoke(precision="fp16"), 0, runs_dir=tmp_path, device="cpu", progress=False)
     assert not any(tmp_path.iterdir())
 
 
@@ -171,7 +171,7 @@ def test_a_diverging_learning_rate_stops_at_once_naming_it(env, tmp_path, capsys
     generate.beam_continuations = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         with pytest.raises(TrainingDiverged, match=r"learning_rate=1e\+30") as caught:
-            _run(tmp_path, n=1, learning_rate=1e30)
+            _run(tmp_path, n_models=1, learning_rate=1e30)
     finally:
         generate.beam_continuations = original
     assert "epoch 1" in str(caught.value) and calls == []  # the first epoch, before any generation
@@ -180,7 +180,7 @@ def test_a_diverging_learning_rate_stops_at_once_naming_it(env, tmp_path, capsys
     assert not list(run_dir.rglob(".*.tmp")) and not list(run_dir.rglob(".model.*"))
     # the command line says so in one line, exit code 2 (a setting to change)
     rc = main(["--profile", "smoke", "--learning-rate", "1e30", "--runs-dir", str(tmp_path), "--device", "cpu",
-               "--no-progress", "--n-generations", "1"])
+               "--no-progress", "--n-generations", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and "learning_rate=1e+30" in err and _one_line(err)
 
@@ -188,7 +188,7 @@ def test_a_diverging_learning_rate_stops_at_once_naming_it(env, tmp_path, capsys
 # -- a complete generation is verified before it is trusted ---------------------------
 
 def test_metrics_record_what_a_generation_holds(reference):
-    for g in range(N_GEN):
+    for g in range(N_MODELS):
         stored = runs.read_json(runs.generation_dir(reference.run_dir, g) / runs.METRICS)
         manifest = stored[chain.MANIFEST]
         assert manifest["generation"] == g and stored["generation"] == g
@@ -207,11 +207,11 @@ def test_a_metrics_file_copied_into_a_new_generation_is_refused(copy, no_work):
     (run_dir / "gen_02").mkdir()
     shutil.copy(run_dir / "gen_01" / "metrics.json", run_dir / "gen_02" / "metrics.json")
     with pytest.raises(CorruptRunError, match=r"gen_02/metrics.json says it is generation 1, not 2") as caught:
-        _run(runs_dir, n=3)
+        _run(runs_dir, n_models=3)
     assert f"delete {run_dir / 'gen_02'}" in str(caught.value)
 
 
-@pytest.mark.parametrize("n", [N_GEN, N_GEN + 1])  # reading a complete chain, and extending it
+@pytest.mark.parametrize("n", [N_MODELS, N_MODELS + 1])  # reading a complete chain, and extending it
 def test_samples_with_other_rows_are_refused(copy, no_work, n):
     from mcutils.lm.data import read_blocks, save_blocks
 
@@ -219,7 +219,7 @@ def test_samples_with_other_rows_are_refused(copy, no_work, n):
     path = run_dir / "gen_01" / chain.SAMPLES
     save_blocks(path, read_blocks(path)[:16])  # a valid Arrow file, 16 rows instead of 64
     with pytest.raises(CorruptRunError, match="holds 16 rows, the generation recorded 64") as caught:
-        _run(runs_dir, n=n)
+        _run(runs_dir, n_models=n)
     assert str(path) in str(caught.value) and "delete" in str(caught.value)
 
 
@@ -228,7 +228,7 @@ def test_missing_files_of_a_complete_generation_are_found_at_once(copy, no_work,
     runs_dir, run_dir = copy
     (run_dir / "gen_01" / name).unlink()
     with pytest.raises(CorruptRunError, match=f"gen_01/{name} is missing"):
-        _run(runs_dir, n=N_GEN)
+        _run(runs_dir, n_models=N_MODELS)
 
 
 @pytest.mark.parametrize("what", ["metrics", "arrow"])
@@ -237,7 +237,7 @@ def test_truncated_files_are_reported_with_their_path(copy, no_work, what):
     path = run_dir / "gen_00" / ("metrics.json" if what == "metrics" else chain.PER_SEQUENCE)
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(CorruptRunError) as caught:
-        _run(runs_dir, n=N_GEN + 1)  # extending: the damage in generation 0 is found before generation 2
+        _run(runs_dir, n_models=N_MODELS + 1)  # extending: the damage in generation 0 is found before generation 2
     message = str(caught.value)
     assert str(path) in message and "delete" in message
     assert "Expecting" not in message or "not valid JSON" in message
@@ -258,7 +258,7 @@ def test_a_complete_generation_after_a_gap_is_refused(copy, no_work):
     runs_dir, run_dir = copy
     (run_dir / "gen_00" / "metrics.json").unlink()
     with pytest.raises(CorruptRunError, match="gen_01 is complete but gen_00 before it is not"):
-        _run(runs_dir, n=N_GEN)
+        _run(runs_dir, n_models=N_MODELS)
 
 
 def test_replaced_training_samples_are_found(copy, no_work):
@@ -272,7 +272,7 @@ def test_replaced_training_samples_are_found(copy, no_work):
     metrics[chain.MANIFEST]["files"]["gen_00/samples.arrow"]["bytes"] = path.stat().st_size
     runs.atomic_write_json(run_dir / "gen_00" / "metrics.json", metrics)
     with pytest.raises(CorruptRunError, match="generation 1 was trained on samples that are no longer in"):
-        _run(runs_dir, n=N_GEN)
+        _run(runs_dir, n_models=N_MODELS)
 
 
 def test_a_killed_runs_partial_samples_with_other_rows_are_refused(copy, no_work):
@@ -283,7 +283,7 @@ def test_a_killed_runs_partial_samples_with_other_rows_are_refused(copy, no_work
     path = run_dir / "gen_01" / chain.SAMPLES
     save_blocks(path, read_blocks(path)[:16])
     with pytest.raises(CorruptRunError, match="holds 16 rows, not the 64 this chain makes; delete it"):
-        _run(runs_dir, n=N_GEN)
+        _run(runs_dir, n_models=N_MODELS)
 
 
 def test_a_resume_checks_the_base_model(copy, monkeypatch):
@@ -305,14 +305,14 @@ def test_a_resume_checks_the_base_model(copy, monkeypatch):
     monkeypatch.setattr(lm_model, "load_base_model", other_base)
     monkeypatch.setattr(lm_model, "fresh_copy", lambda m: pytest.fail("trained although the base model changed"))
     with pytest.raises(CorruptRunError, match="another base model"):
-        _run(runs_dir, n=N_GEN + 1)
+        _run(runs_dir, n_models=N_MODELS + 1)
 
 
 def test_a_damaged_sibling_generation_zero_is_not_adopted(copy, env):
     runs_dir, run_dir = copy
     (run_dir / "gen_00" / chain.REFERENCE).write_bytes(b"garbage")
     notes = []
-    other = _run(runs_dir, n=1, policy="accumulate", log=notes.append)
+    other = _run(runs_dir, n_models=1, policy="accumulate", log=notes.append)
     assert any("not reusing generation 0" in n and run_dir.name in n for n in notes)
     fresh = other.run_dir / "gen_00"
     assert (fresh / chain.REFERENCE).read_bytes() != b"garbage"
@@ -336,13 +336,13 @@ def test_a_runs_folder_that_is_a_file_is_refused(tmp_path, capsys, no_work):
     err = capsys.readouterr().err
     assert rc == 2 and f"{target} is a file, not a folder" in err and _one_line(err)
     with pytest.raises(RunsDirError, match="is a file, not a folder"):
-        _run(target, n=1)
+        _run(target, n_models=1)
 
 
 def test_a_runs_folder_inside_a_file_is_refused(tmp_path, no_work):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunsDirError, match="cannot be created|is a file"):
-        _run(tmp_path / "file" / "runs", n=1)
+        _run(tmp_path / "file" / "runs", n_models=1)
 
 
 def test_extending_a_chain_in_a_read_only_folder_is_refused_before_work(reference, tmp_path, monkeypatch):
@@ -353,11 +353,11 @@ def test_extending_a_chain_in_a_read_only_folder_is_refused_before_work(referenc
         if not common.can_mount():
             os.chmod(mount / reference.run_dir.name, 0o555)
         try:
-            assert _run(mount, n=N_GEN).metrics == reference.metrics  # reading needs no write
+            assert _run(mount, n_models=N_MODELS).metrics == reference.metrics  # reading needs no write
             from mcutils.lm import model as lm_model
             monkeypatch.setattr(lm_model, "load_base_model", lambda *a, **k: pytest.fail("work started"))
             with pytest.raises(RunsDirError, match="is not writable"):
-                _run(mount, n=N_GEN + 1)
+                _run(mount, n_models=N_MODELS + 1)
         finally:
             if not common.can_mount():
                 os.chmod(mount / reference.run_dir.name, 0o755)
@@ -382,7 +382,7 @@ def test_a_full_runs_folder_is_refused_before_work(env, tmp_path, no_work):
     with common.small_tmpfs(tmp_path / "full", "2m") as mount:
         common.fill(mount)
         with pytest.raises(RunsDirError, match="free, less than the"):
-            _run(mount, n=1)
+            _run(mount, n_models=1)
 
 
 def test_a_disk_filling_up_during_a_generation_leaves_no_scratch_and_resumes(reference, tmp_path, monkeypatch):
@@ -396,13 +396,13 @@ def test_a_disk_filling_up_during_a_generation_leaves_no_scratch_and_resumes(ref
         monkeypatch.setattr(chain, "room_needed", lambda n_bytes: 0)
         filler = common.fill(mount)
         with pytest.raises(RunsDirError, match="No space left on device") as caught:
-            _run(mount, n=N_GEN)
+            _run(mount, n_models=N_MODELS)
         assert "rerun" in str(caught.value)
         assert not list(run_dir.rglob(".model.*")) and not list(run_dir.rglob(".*.tmp"))
         assert not runs.is_complete(run_dir, 1)
         filler.unlink()
         monkeypatch.undo()
-        assert _metrics(_run(mount, n=N_GEN).run_dir) == _metrics(reference.run_dir)
+        assert _metrics(_run(mount, n_models=N_MODELS).run_dir) == _metrics(reference.run_dir)
 
 
 def test_a_failing_save_leaves_no_scratch_folder(copy, monkeypatch):
@@ -418,7 +418,7 @@ def test_a_failing_save_leaves_no_scratch_folder(copy, monkeypatch):
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
     with pytest.raises(RunsDirError, match="No space left on device"):
-        _run(runs_dir, n=N_GEN)
+        _run(runs_dir, n_models=N_MODELS)
     assert not list(run_dir.rglob(".model.*")) and not (run_dir / "gen_01" / chain.MODEL).exists()
 
 
@@ -427,7 +427,7 @@ def test_a_failing_save_leaves_no_scratch_folder(copy, monkeypatch):
 def test_a_second_process_on_the_same_chain_is_refused(copy, env):
     runs_dir, run_dir = copy
     shutil.rmtree(run_dir / "gen_01")
-    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_GEN),
+    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_MODELS - 1),
                "--runs-dir", str(runs_dir), "--device", "cpu", "--no-progress"]
     with runs.locked(run_dir):  # this process writes the chain
         start = time.perf_counter()
@@ -436,7 +436,7 @@ def test_a_second_process_on_the_same_chain_is_refused(copy, env):
         assert "is being written by another process (pid" in second.stderr and _one_line(second.stderr)
         assert time.perf_counter() - start < 60 and not (run_dir / "gen_01").exists()
         with pytest.raises(RunLockedError, match=str(os.getpid())):
-            _run(runs_dir, n=N_GEN)
+            _run(runs_dir, n_models=N_MODELS)
     assert subprocess.run(command, env=env, capture_output=True, text=True, timeout=300).returncode == 0
 
 
@@ -444,7 +444,7 @@ def test_a_second_process_on_the_same_chain_is_refused(copy, env):
 def test_two_processes_started_together_do_the_work_once(copy, env, reference):
     runs_dir, run_dir = copy
     shutil.rmtree(run_dir / "gen_01")
-    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_GEN),
+    command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_MODELS - 1),
                "--runs-dir", str(runs_dir), "--device", "cpu", "--no-progress"]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -29,7 +29,8 @@ common test tokens), ``samples`` (summaries of ``gen0_perplexity`` and
 ``source_true_perplexity`` and ``n_parameters``.
 
 Modules: :mod:`~mcutils.lm.settings` (what a chain is; fast checks, no
-torch), :mod:`~mcutils.lm.language`, :mod:`~mcutils.lm.data` (blocks),
+torch), :mod:`~mcutils.lm.hub` (is the hub needed and reachable: seconds, not
+a minute of retries), :mod:`~mcutils.lm.language`, :mod:`~mcutils.lm.data` (blocks),
 :mod:`~mcutils.lm.model` (the pre-trained model and its cache),
 :mod:`~mcutils.lm.train` (Trainer fine-tuning), :mod:`~mcutils.lm.generate`
 (beam search), :mod:`~mcutils.lm.metrics`, :mod:`~mcutils.lm.dist` (several

@@ -7,90 +7,107 @@ launch``: training runs data-parallel, generation and scoring are sharded.
 
 Examples::
 
-    python -m mcutils.lm                                  # quick profile, 10 generations
+    python -m mcutils.lm                                  # quick profile, 10 models (n_generations=9)
     python -m mcutils.lm --policy replace --real-fraction 0.1 --epochs 10
     python -m mcutils.lm --profile paper --device cuda    # OPT-125m on wikitext-2
-    torchrun --nproc-per-node 2 -m mcutils.lm --n-generations 2
+    torchrun --nproc-per-node 2 -m mcutils.lm --n-generations 1
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import textwrap
+import typing
 
 from .. import validate
-from ..generational import POLICIES
-from .settings import PROMPTS, check_hub, check_n_generations, check_precision, for_profile
+from .hub import check_hub
+from .settings import (PROFILES, ChainSettings, check_n_generations, check_precision, describe, field_kind,
+                       for_profile, is_spec, overrides_from_dict)
+
+NESTED_HELP = textwrap.fill(
+    "The nested settings language, corpus and tiny (the synthetic language, its corpus and the tiny model) "
+    "are set in a --settings file only, as objects, e.g. {\"tiny\": {\"n_layers\": 4}}.", 79)
+
+
+def chain_flag_fields() -> list[dataclasses.Field]:
+    """The fields of :class:`ChainSettings` that get a flag: all but the nested specs."""
+    return [f for f in dataclasses.fields(ChainSettings) if not is_spec(ChainSettings, f)]
+
+
+def _flags_dataclass() -> type:
+    """ChainSettings' flat fields as a dataclass for ``HfArgumentParser``: one flag each.
+
+    Every flag defaults to None, "not given", so that a value from ``--settings``
+    or the profile is not replaced by a default; the help text comes from the
+    field's metadata, with what it allows and each profile's default.  Only
+    "help" and "choices" are passed on: ``HfArgumentParser`` hands all metadata to
+    ``add_argument``, and the bounds are checked by ChainSettings itself.
+    """
+    profiles = {name: make() for name, make in PROFILES.items()}
+    specs = []
+    for f in chain_flag_fields():
+        kind, _ = field_kind(ChainSettings, f)
+        defaults = {name: getattr(s, f.name) for name, s in profiles.items()}
+        if len(set(map(repr, defaults.values()))) == 1:
+            default = f"default: {defaults['quick']}"
+        else:
+            default = "default: " + ", ".join(f"{name} {value}" for name, value in defaults.items())
+        metadata = {"help": f"{describe(ChainSettings, f)}; {default}".replace("%", "%%")}
+        if "choices" in f.metadata:
+            metadata["choices"] = list(f.metadata["choices"])
+        specs.append((f.name, typing.Optional[kind], dataclasses.field(default=None, metadata=metadata)))
+    return dataclasses.make_dataclass("ChainFlags", specs, namespace={
+        "_argument_group_name": "chain settings (the run name hashes them; given flags win over --settings)"})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mcutils.lm", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("Examples::")[1])
+    """The chain-setting flags generated from ChainSettings' fields, then the options of a run."""
+    from transformers import HfArgumentParser  # no torch: about a second
+
+    p = HfArgumentParser(_flags_dataclass(), prog="python -m mcutils.lm", description=__doc__.split("\n\n")[0],
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=NESTED_HELP + "\n\nExamples::" + __doc__.split("Examples::")[1])
     p.add_argument("--profile", default="quick", choices=["quick", "paper", "smoke"],
                    help="the defaults of every setting (default: quick; smoke: toy sizes for tests)")
     p.add_argument("--settings", default=None, metavar="JSON",
-                   help="a JSON file of ChainSettings fields applied over the profile (flags given explicitly win)")
+                   help="a JSON file of ChainSettings fields applied over the profile (flags given explicitly "
+                        "win); the only way to set language, corpus and tiny")
     p.add_argument("--runs-dir", default="", help="runs folder (default: runs/<profile> in the checkout)")
-    p.add_argument("--n-generations", type=int, default=10, help="models in the chain, generation 0 included")
-    p.add_argument("--seed", type=int, default=None, help="the chain's seed (default 0)")
-    p.add_argument("--policy", choices=POLICIES, default=None, help="data policy (default: replace)")
-    p.add_argument("--real-fraction", type=float, default=None,
-                   help="share of the real blocks kept each generation under replace (paper: 0.1)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per generation (paper: 5, or 10)")
-    p.add_argument("--model", default=None, help="'tiny' or a hub id / local folder (e.g. facebook/opt-125m)")
-    p.add_argument("--dataset", default=None, help="'synthetic', 'wikitext' or a hub id / local folder")
-    p.add_argument("--dataset-config", default=None, help="the dataset's configuration name, if any")
-    p.add_argument("--repetition-penalty", type=float, default=None,
-                   help="beam search's repetition penalty (default 1.0 = off; paper's ablation 2.0)")
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all processes)")
-    p.add_argument("--prompts", choices=PROMPTS, default=None,
-                   help="continue the real blocks every generation (original) or the previous samples")
-    p.add_argument("--max-train-blocks", type=int, default=None, help="use only the first N training blocks")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--n-generations", type=int, default=9,
+                   help="refits after generation 0 (default 9: the paper's 10 models a chain)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (numbers are reproducible for a given count; default: torch's)")
     p.add_argument("--keep-models", action="store_true", help="keep every generation's model (disk!)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for action in p._actions:  # HfArgumentParser makes --real_fraction and --real-fraction: show the dashes first
+        action.option_strings.sort(key=lambda option: "_" in option)
     return p
 
 
-_OVERRIDES = ("seed", "policy", "real_fraction", "epochs", "model", "dataset", "dataset_config",
-              "repetition_penalty", "learning_rate", "batch_size", "prompts", "max_train_blocks", "precision")
+def given_flags(args: argparse.Namespace) -> dict:
+    """The chain settings given on the command line (a flag left out is None: not given)."""
+    return {f.name: getattr(args, f.name) for f in chain_flag_fields() if getattr(args, f.name) is not None}
 
 
-def _settings_file(path: str | None) -> dict:
-    """Settings from a JSON file; nested specs (language, corpus, tiny) as objects."""
+def settings_file_overrides(path: str | None) -> dict:
+    """The settings of a ``--settings`` JSON file, as ChainSettings keyword arguments.
+
+    Keys are checked against ChainSettings' fields and the nested specs
+    (language, corpus, tiny) are built from objects, as by
+    :meth:`ChainSettings.from_dict`; errors name the file.
+    """
     if path is None:
         return {}
     import json
 
-    from .language import LanguageSpec
-    from .settings import SETTING_NAMES, SyntheticCorpusSpec, TinyModelSpec
-
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.loads(fh.read())
-    except (OSError, ValueError) as exc:
+        return overrides_from_dict(ChainSettings, data)
+    except (OSError, ValueError) as exc:  # ParameterError is a ValueError
         raise validate.ParameterError(f"--settings {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise validate.ParameterError(f"--settings {path}: expected a JSON object of settings, got "
-                                      f"{type(data).__name__}")
-    unknown = sorted(set(data) - set(SETTING_NAMES))
-    if unknown:
-        raise validate.ParameterError(f"--settings {path}: unknown settings {unknown}; known: {list(SETTING_NAMES)}")
-    for key, cls in (("language", LanguageSpec), ("corpus", SyntheticCorpusSpec), ("tiny", TinyModelSpec)):
-        if key in data:
-            if not isinstance(data[key], dict):
-                raise validate.ParameterError(f"--settings {path}: {key} must be an object, got {data[key]!r}")
-            try:
-                data[key] = cls(**data[key])
-            except TypeError as exc:
-                raise validate.ParameterError(f"--settings {path}: {key}: {exc}") from None
-            except validate.ParameterError as exc:
-                raise validate.ParameterError(f"--settings {path}: {key}: {exc}") from None
-    return data
 
 
 def _error(exc: BaseException) -> int:
@@ -112,8 +129,8 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     try:
-        overrides = _settings_file(args.settings)
-        overrides.update({k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
+        overrides = settings_file_overrides(args.settings)
+        overrides.update(given_flags(args))
         settings = for_profile(args.profile, **overrides)
         check_n_generations(args.n_generations)
         if args.runs_dir:
@@ -139,7 +156,7 @@ def _main(args) -> int:
                        device=device, progress=not args.no_progress, keep_models=args.keep_models)
     if dist.is_main():
         test = result.series("test_perplexity")
-        print(f"{result.run_dir}: {result.n_generations} generations; test perplexity "
+        print(f"{result.run_dir}: generation 0 and {result.n_generations} more; test perplexity "
               + " ".join(f"{x:.2f}" for x in test))
     return 0
 

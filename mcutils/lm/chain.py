@@ -37,7 +37,8 @@ import numpy as np
 from .. import runs, validate
 from ..runs import CorruptRunError
 from . import dist
-from .settings import (ENGINE_VERSION, ChainSettings, check_hub, check_n_generations, check_precision, for_profile,
+from .hub import check_hub
+from .settings import (ENGINE_VERSION, ChainSettings, check_n_generations, check_precision, for_profile,
                        generation0_view)
 
 SETTINGS_FILE = "settings.json"
@@ -64,6 +65,11 @@ class ChainResult:
 
     @property
     def n_generations(self) -> int:
+        """Refits after generation 0 (the book's one meaning of the word): ``len(metrics) - 1``."""
+        return len(self.metrics) - 1
+
+    @property
+    def n_models(self) -> int:
         return len(self.metrics)
 
     def series(self, *keys) -> np.ndarray:
@@ -124,10 +130,10 @@ def chain_dir(settings: ChainSettings, runs_dir: str | Path | None = "", profile
 
 
 def load_chain(run_dir: str | Path, n_generations: int | None = None) -> ChainResult:
-    """Read a chain's complete generations (no computation)."""
+    """Read a chain's complete generations, up to generation ``n_generations`` (no computation)."""
     run_dir = Path(run_dir)
     settings = ChainSettings.from_dict(runs.read_json(run_dir / SETTINGS_FILE))
-    limit = None if n_generations is None else n_generations - 1
+    limit = n_generations
     metrics = [{k: v for k, v in m.items() if k != MANIFEST} for m in runs.load_metrics(run_dir, limit)]
     return ChainResult(run_dir, settings, metrics)
 
@@ -232,8 +238,8 @@ def _check_generation(run_dir: Path, g: int, n_rows: int | None, need_model: boo
     return None
 
 
-def verify_generations(run_dir: str | Path, n_generations: int, need_model: bool = True) -> int:
-    """Check every complete generation below ``n_generations``; return how many there are (a prefix).
+def verify_generations(run_dir: str | Path, n_models: int, need_model: bool = True) -> int:
+    """Check every complete generation below ``n_models`` (generations 0 .. n_models - 1); return how many there are (a prefix).
 
     Raises :class:`~mcutils.runs.CorruptRunError`, naming the path and what to
     delete to recompute it, when a complete generation is not what it
@@ -243,9 +249,9 @@ def verify_generations(run_dir: str | Path, n_generations: int, need_model: bool
     from .data import count_rows
 
     run_dir = Path(run_dir)
-    complete = [runs.is_complete(run_dir, g) for g in range(n_generations)]
-    n_done = complete.index(False) if False in complete else n_generations
-    stray = [g for g in range(n_done, n_generations) if complete[g]]
+    complete = [runs.is_complete(run_dir, g) for g in range(n_models)]
+    n_done = complete.index(False) if False in complete else n_models
+    stray = [g for g in range(n_done, n_models) if complete[g]]
     if stray:
         raise CorruptRunError(
             f"{run_dir}: gen_{stray[0]:02d} is complete but gen_{n_done:02d} before it is not, so it was made "
@@ -263,7 +269,7 @@ def verify_generations(run_dir: str | Path, n_generations: int, need_model: bool
         problem = _check_generation(run_dir, g, n_rows, need_model, hashes)
         if problem:
             raise CorruptRunError(f"{run_dir}: generation {g} is not usable: {problem}; {_advice(run_dir, g)}")
-    if n_done < n_generations:  # what a killed run left of the next generation
+    if n_done < n_models:  # what a killed run left of the next generation
         folder = runs.generation_dir(run_dir, n_done)
         if n_rows is None and train.is_file():
             n_rows = count_rows(train)
@@ -303,10 +309,14 @@ def model_fingerprint(model) -> str:
 
 # -- running one -----------------------------------------------------------------------
 
-def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *, runs_dir: str | Path | None = "",
+def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, runs_dir: str | Path | None = "",
               profile: str = "quick", device: str = "auto", progress: bool = True, keep_models: bool = False,
               log=None) -> ChainResult:
-    """Run (or resume, or just read) a chain of ``n_generations`` models, generation 0 included.
+    """Run (or resume, or just read) a chain: generation 0, then ``n_generations`` more.
+
+    ``n_generations`` counts the refits after generation 0, as everywhere in
+    the book, so the chain holds ``n_generations + 1`` models; a paper's "10
+    models a chain" is ``n_generations=9``.
 
     ``settings`` defaults to the ``profile``'s; ``runs_dir`` empty means
     ``runs/<profile>`` in the checkout.  Returns the chain read back from disk.
@@ -314,7 +324,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *,
     settings = settings if settings is not None else for_profile(profile)
     if not isinstance(settings, ChainSettings):
         raise validate.ParameterError(f"settings must be a ChainSettings, got {type(settings).__name__}")
-    check_n_generations(n_generations)
+    n_models = check_n_generations(n_generations) + 1
     check_hub(settings)  # seconds, before any long import or work
     device = validate.resolve_device(device)
     check_precision(settings.precision, device)
@@ -328,8 +338,8 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *,
         raise validate.ParameterError(
             f"batch_size={settings.batch_size} must be a multiple of the number of processes ({world})")
     _check_stored_settings(run_dir, settings)
-    if dist.agree(all(runs.is_complete(run_dir, g) for g in range(n_generations))):
-        verify_generations(run_dir, n_generations, need_model=False)  # reading only: no lock, no write
+    if dist.agree(all(runs.is_complete(run_dir, g) for g in range(n_models))):
+        verify_generations(run_dir, n_models, need_model=False)  # reading only: no lock, no write
         return load_chain(run_dir, n_generations)
     with ExitStack() as stack:
         def prepare():
@@ -341,8 +351,8 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 10, *,
         _on_main(prepare)  # every process stops if the first cannot have the folder
         try:
             _write_settings(run_dir, settings)
-            verify_generations(run_dir, n_generations, need_model=True)
-            return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_generations)
+            verify_generations(run_dir, n_models, need_model=True)
+            return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_models)
         except OSError as exc:
             error = runs.write_error(exc, run_dir.parent)
             if error is None:
@@ -552,10 +562,10 @@ class _Chain:
         return self._generated(generation - 1)
 
     # -- one generation -------------------------------------------------------------------
-    def run(self, n_generations: int) -> ChainResult:
+    def run(self, n_models: int) -> ChainResult:
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(n_generations), desc=f"chain {self.run_dir.name}", unit="gen",
+        bar = tqdm(range(n_models), desc=f"chain {self.run_dir.name}", unit="gen",
                    disable=not (self.progress and dist.is_main()))
         for generation in bar:
             if dist.agree(runs.is_complete(self.run_dir, generation)):
@@ -563,7 +573,7 @@ class _Chain:
             metrics = self.generation(generation)
             self.log(_one_line(metrics))
         bar.close()
-        return load_chain(self.run_dir, n_generations)
+        return load_chain(self.run_dir, n_models - 1)
 
     def generation(self, g: int) -> dict:
         from .data import save_blocks, save_table

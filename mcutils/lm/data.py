@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import runs, validate
-from .settings import SYNTHETIC, WIKITEXT, ChainSettings, HubUnavailable, hub_offline, offline_advice
+from .hub import HubUnavailable, hub_offline, offline_advice
+from .settings import SYNTHETIC, WIKITEXT, ChainSettings
 
 SPLITS = ("train", "validation", "test")
 

@@ -47,7 +47,7 @@ rank order, so token id ``4 + k`` is the word of rank ``k``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -65,16 +65,20 @@ _N_FUNCTION_WORDS = 16  # the most frequent words belong to no topic
 class LanguageSpec:
     """The settings that define a synthetic language (all of them go into run names)."""
 
-    n_words: int = 512
-    zipf_exponent: float = 1.0
-    zipf_offset: float = 2.7
-    n_couplings: int = 2
-    n_topics: int = 16
-    topic_words: int = 32
-    topic_share: float = 0.3
-    smoothing: float = 0.05
-    domain_shift: float = 0.5
-    seed: int = 0
+    # Help texts only: the bounds are checked in __post_init__ (see the module docstring for the symbols).
+    n_words: int = field(default=512, metadata={"help": "word types of the vocabulary"})
+    zipf_exponent: float = field(default=1.0, metadata={"help": "s of the Zipf-Mandelbrot law of the words"})
+    zipf_offset: float = field(default=2.7, metadata={
+        "help": "q of the Zipf-Mandelbrot law (flattens its head)"})
+    n_couplings: int = field(default=2, metadata={"help": "quantile couplings mixed into the grammar S"})
+    n_topics: int = field(default=16, metadata={"help": "topics (one a document)"})
+    topic_words: int = field(default=32, metadata={"help": "content words of each topic"})
+    topic_share: float = field(default=0.3, metadata={"help": "beta: the share of a topic's own words"})
+    smoothing: float = field(default=0.05, metadata={
+        "help": "epsilon: the back-off to the word law that gives every transition a positive probability"})
+    domain_shift: float = field(default=0.5, metadata={
+        "help": "lambda: the share of other couplings in the related language the tiny model is pre-trained on"})
+    seed: int = field(default=0, metadata={"help": "seeds the language and the tiny model's pre-training"})
 
     def __post_init__(self):
         validate.integer("n_words", self.n_words, minimum=_N_FUNCTION_WORDS + 2, maximum=4096)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .. import runs, validate
 from . import dist
-from .settings import TINY, ChainSettings, HubUnavailable, hub_offline, offline_advice
+from .hub import HubUnavailable, hub_offline, offline_advice
+from .settings import TINY, ChainSettings
 
 CACHE_FORMAT = 3  # bump when the way the tiny model is built changes
 PRETRAINING_INFO = "mcutils_pretraining.json"

@@ -1,8 +1,11 @@
 """What a language-model chain is: its settings, the two profiles, checks that fail fast.
 
 Nothing here imports torch or transformers, so the command line can reject a
-bad flag, an unknown model or an unreachable hub in well under two seconds,
-before any long import or work.
+bad flag, an unknown model or an unreachable hub in a couple of seconds,
+before any long import or work.  Each setting is declared once, as a field
+whose metadata holds its help text and bounds: :func:`check_fields` checks
+them all, and ``python -m mcutils.lm`` makes its flags from them.  The hub
+checks live in :mod:`mcutils.lm.hub` (their names are importable from here too).
 
 The paper's procedure (Shumailov et al., §4; official code
 ``iliaishacked/curse_recurse``): OPT-125m fine-tuned on wikitext-2 cut into
@@ -16,11 +19,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 from .. import generational, runs, validate
+# The hub checks moved to mcutils.lm.hub; their names stay importable from here.
+from .hub import (QUICK_WORKS_OFFLINE, HubUnavailable, _hf_home, _maybe_cached, _truthy,  # noqa: F401
+                  check_hub, go_offline, hub_endpoint, hub_offline, hub_reachable, needs_hub, offline_advice)
 from .language import LanguageSpec
 
 TINY = "tiny"            # the locally built and pre-trained stand-in for OPT-125m
@@ -36,47 +42,171 @@ MAX_SEED = (validate.MAX_SEED - (MAX_GENERATIONS - 1)) // 1000  # 4294966
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+# -- how settings are declared and checked ------------------------------------------
+#
+# Every field carries its help text and what it allows in ``metadata``, read by
+# :func:`check_fields` (the one validation loop), by the command line (one flag a
+# field, its help from "help") and by :func:`describe`:
+#
+#   "help"            what the setting does (one line)
+#   "minimum"         the smallest value; a number, or the name of another field
+#   "maximum"         the largest value; a number, or the name of another field
+#   "strict_minimum"  True: the minimum itself is not allowed
+#   "choices"         the allowed values
+#   "sources"         the built-in names a model / dataset may have besides a local folder or a hub id
+#   "what"            what a string must be, in the error message (default: "a non-empty string")
+#
+# The type annotation says the kind: int, float, str, ``X | None`` (None allowed) or a spec
+# dataclass (nested settings, given as an object).
+
+_HINTS: dict = {}  # class -> its resolved type annotations
+
+
+def _type_hints(cls) -> dict:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def field_kind(cls, f) -> tuple[type, bool]:
+    """The type a field holds and whether it may be None (``int | None`` -> ``(int, True)``)."""
+    kind = _type_hints(cls)[f.name]
+    args = typing.get_args(kind)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return kind, False
+
+
+def is_spec(cls, f) -> bool:
+    """Whether the field holds nested settings (a spec dataclass such as :class:`TinyModelSpec`)."""
+    return is_dataclass(field_kind(cls, f)[0])
+
+
+def _bound(obj, value):
+    return getattr(obj, value) if isinstance(value, str) else value
+
+
+def check_fields(obj) -> None:
+    """The one validation loop: each field of the dataclass ``obj`` against its type and metadata."""
+    cls = type(obj)
+    for f in fields(obj):
+        _check_field(obj, f, *field_kind(cls, f), getattr(obj, f.name))
+
+
+def _check_field(obj, f, kind, optional: bool, value) -> None:
+    meta, name = f.metadata, f.name
+    if optional and value is None:
+        return
+    if is_dataclass(kind):
+        if not isinstance(value, kind):
+            raise validate.ParameterError(f"{name} must be a {kind.__name__}, got {value!r}")
+    elif "choices" in meta:
+        validate.choice(name, value, meta["choices"])
+    elif kind is int:
+        validate.integer(name, value, minimum=_bound(obj, meta.get("minimum")),
+                         maximum=_bound(obj, meta.get("maximum")))
+    elif kind is float:
+        validate.number(name, value, minimum=_bound(obj, meta.get("minimum")),
+                        maximum=_bound(obj, meta.get("maximum")), strict_minimum=meta.get("strict_minimum", False))
+    elif kind is str:
+        if "sources" in meta:
+            _source_name(name, value, *meta["sources"])
+        elif not isinstance(value, str) or not value:
+            what = meta.get("what", "a non-empty string") + (" or None" if optional else "")
+            raise validate.ParameterError(f"{name} must be {what}, got {value!r}")
+    else:  # a kind the loop does not know: a mistake in the declaration, not the user's
+        raise TypeError(f"{type(obj).__name__}.{name}: no check for type {kind!r}")
+
+
+def describe(cls, f) -> str:
+    """A field's help text with what it allows, e.g. ``"beams of beam search; an integer in [1, 64]"``."""
+    meta = f.metadata
+    kind, _ = field_kind(cls, f)
+    text = meta.get("help", "")
+    if "choices" in meta:
+        allowed = "one of " + ", ".join(map(str, meta["choices"]))
+    elif kind in (int, float):
+        lo, hi = meta.get("minimum"), meta.get("maximum")
+        word = "an integer" if kind is int else "a number"
+        if lo is not None and hi is not None and not meta.get("strict_minimum"):
+            allowed = f"{word} in [{lo}, {hi}]"
+        else:
+            parts = ([f"{'>' if meta.get('strict_minimum') else '>='} {lo}"] if lo is not None else []) + \
+                    ([f"<= {hi}"] if hi is not None else [])
+            allowed = " ".join([word, *parts]) if parts else word
+    else:
+        allowed = ""
+    return f"{text}; {allowed}" if allowed else text
+
+
+def overrides_from_dict(cls, data) -> dict:
+    """Keyword arguments of ``cls`` from a JSON-like dict: known keys only, nested specs from objects.
+
+    Raises :class:`~mcutils.validate.ParameterError` for an unknown key or a
+    nested spec that is not an object (or not valid), naming the key.
+    """
+    if not isinstance(data, dict):
+        raise validate.ParameterError(f"expected a JSON object of settings, got {type(data).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise validate.ParameterError(f"unknown settings {unknown}; known: {known}")
+    out = dict(data)
+    for f in fields(cls):
+        if f.name not in out or not is_spec(cls, f):
+            continue
+        spec, value = field_kind(cls, f)[0], out[f.name]
+        if isinstance(value, spec):
+            continue
+        if not isinstance(value, dict):
+            raise validate.ParameterError(f"{f.name} must be an object, got {value!r}")
+        try:
+            out[f.name] = spec(**overrides_from_dict(spec, value))
+        except validate.ParameterError as exc:
+            raise validate.ParameterError(f"{f.name}: {exc}") from None
+    return out
+
+
+# -- the settings ---------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class TinyModelSpec:
     """The tiny OPT (``OPTConfig``) and its pre-training on the related language."""
 
-    hidden_size: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    ffn_dim: int = 256
-    dropout: float = 0.0
-    pretrain_tokens: int = 819_200
-    pretrain_epochs: int = 2
-    pretrain_learning_rate: float = 3e-3
-    pretrain_batch_size: int = 64
+    hidden_size: int = field(default=64, metadata={
+        "help": "width of the tiny OPT (a multiple of n_heads)", "minimum": 8, "maximum": 1024})
+    n_layers: int = field(default=2, metadata={"help": "decoder layers", "minimum": 1, "maximum": 24})
+    n_heads: int = field(default=4, metadata={"help": "attention heads", "minimum": 1, "maximum": 64})
+    ffn_dim: int = field(default=256, metadata={
+        "help": "width of the feed-forward layers", "minimum": 8, "maximum": 16384})
+    dropout: float = field(default=0.0, metadata={"help": "dropout", "minimum": 0.0, "maximum": 0.9})
+    pretrain_tokens: int = field(default=819_200, metadata={
+        "help": "tokens of the related language the tiny model is pre-trained on", "minimum": 1024})
+    pretrain_epochs: int = field(default=2, metadata={"help": "pre-training epochs", "minimum": 1})
+    pretrain_learning_rate: float = field(default=3e-3, metadata={
+        "help": "pre-training's learning rate", "minimum": 0.0, "strict_minimum": True})
+    pretrain_batch_size: int = field(default=64, metadata={"help": "pre-training's batch size", "minimum": 1})
 
     def __post_init__(self):
-        validate.integer("hidden_size", self.hidden_size, minimum=8, maximum=1024)
-        validate.integer("n_layers", self.n_layers, minimum=1, maximum=24)
-        validate.integer("n_heads", self.n_heads, minimum=1, maximum=64)
+        check_fields(self)
         if self.hidden_size % self.n_heads:
             raise validate.ParameterError(
                 f"hidden_size={self.hidden_size} must be a multiple of n_heads={self.n_heads}")
-        validate.integer("ffn_dim", self.ffn_dim, minimum=8, maximum=16384)
-        validate.number("dropout", self.dropout, minimum=0.0, maximum=0.9)
-        validate.integer("pretrain_tokens", self.pretrain_tokens, minimum=1024)
-        validate.positive_int("pretrain_epochs", self.pretrain_epochs)
-        validate.number("pretrain_learning_rate", self.pretrain_learning_rate, minimum=0.0, strict_minimum=True)
-        validate.positive_int("pretrain_batch_size", self.pretrain_batch_size)
 
 
 @dataclass(frozen=True)
 class SyntheticCorpusSpec:
     """How much text of the synthetic language each split holds (in tokens = words)."""
 
-    train_tokens: int = 32_768
-    validation_tokens: int = 8_192
-    test_tokens: int = 8_192
-    words_per_line: int = 32
+    train_tokens: int = field(default=32_768, metadata={"help": "tokens of the training split", "minimum": 1})
+    validation_tokens: int = field(default=8_192, metadata={
+        "help": "tokens of the validation split", "minimum": 1})
+    test_tokens: int = field(default=8_192, metadata={"help": "tokens of the test split", "minimum": 1})
+    words_per_line: int = field(default=32, metadata={"help": "words a line of the text", "minimum": 1})
 
     def __post_init__(self):
-        for name in ("train_tokens", "validation_tokens", "test_tokens", "words_per_line"):
-            validate.positive_int(name, getattr(self, name))
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -85,67 +215,73 @@ class ChainSettings:
 
     ``n_generations``, ``device`` and the runs folder are not settings of a
     chain: a chain run for 5 generations continues to 10 under the same name.
+    Each field's help text and bounds are in its metadata (see :func:`check_fields`).
     """
 
-    model: str = TINY
-    dataset: str = SYNTHETIC
-    dataset_config: str | None = None
-    seed: int = 0
-    policy: str = "replace"
-    real_fraction: float = 0.0
+    model: str = field(default=TINY, metadata={
+        "help": "'tiny' (the local stand-in for OPT-125m) or a hub id / local folder (e.g. facebook/opt-125m)",
+        "sources": (TINY,)})
+    dataset: str = field(default=SYNTHETIC, metadata={
+        "help": "'synthetic' (the synthetic language), 'wikitext' (wikitext-2-raw-v1) or a hub id / local folder",
+        "sources": (SYNTHETIC, WIKITEXT)})
+    dataset_config: str | None = field(default=None, metadata={
+        "help": "the dataset's configuration name, if any", "what": "a dataset configuration name"})
+    seed: int = field(default=0, metadata={
+        "help": "the chain's seed (generation g trains with seed * 1000 + g)", "minimum": 0, "maximum": MAX_SEED})
+    policy: str = field(default="replace", metadata={
+        "help": "data policy: train on the newest samples (replace), on all data so far (accumulate) "
+                "or on a subsample of it the size of the real data (accumulate-subsample)",
+        "choices": generational.POLICIES})
+    real_fraction: float = field(default=0.0, metadata={
+        "help": "share of the real blocks kept each generation under replace (paper: 0.1)",
+        "minimum": 0.0, "maximum": 1.0})
     # Fine-tuning (Trainer): AdamW, cosine annealing to ``min_learning_rate``, best epoch kept.
-    epochs: int = 5
-    learning_rate: float = 2e-5
-    min_learning_rate: float = 1e-6
-    batch_size: int = 128
-    weight_decay: float = 0.01
-    precision: str = "fp32"
+    epochs: int = field(default=5, metadata={
+        "help": "epochs per generation, the best on validation kept (paper: 5, or 10)", "minimum": 1})
+    learning_rate: float = field(default=2e-5, metadata={
+        "help": "AdamW's learning rate at the start of cosine annealing", "minimum": 0.0, "strict_minimum": True})
+    min_learning_rate: float = field(default=1e-6, metadata={
+        "help": "the learning rate cosine annealing ends at", "minimum": 0.0, "maximum": "learning_rate"})
+    batch_size: int = field(default=128, metadata={"help": "global batch size (all processes)", "minimum": 1})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW's weight decay", "minimum": 0.0})
+    precision: str = field(default="fp32", metadata={
+        "help": "fine-tuning's arithmetic: fp32, or bf16 / fp16 mixed precision (fp16: CUDA only)",
+        "choices": PRECISIONS})
     # Data and generation: blocks of ``block_size`` tokens, each continued by as many new ones.
-    block_size: int = 64
-    num_beams: int = 5
-    repetition_penalty: float = 1.0
-    prompts: str = "original"
-    generation_batch_size: int = 128
-    eval_batch_size: int = 128
-    max_train_blocks: int | None = None
-    rare_max_count: int = 8
+    block_size: int = field(default=64, metadata={
+        "help": "tokens a block; each block is continued by as many new ones", "minimum": 2, "maximum": 4096})
+    num_beams: int = field(default=5, metadata={"help": "beams of beam search", "minimum": 1, "maximum": 64})
+    repetition_penalty: float = field(default=1.0, metadata={
+        "help": "beam search's repetition penalty (1.0 = off; the paper's ablation: 2.0)",
+        "minimum": 0.0, "strict_minimum": True})
+    prompts: str = field(default="original", metadata={
+        "help": "continue the real blocks every generation (original) or the previous samples",
+        "choices": PROMPTS})
+    generation_batch_size: int = field(default=128, metadata={
+        "help": "blocks continued at once by beam search", "minimum": 1})
+    eval_batch_size: int = field(default=128, metadata={"help": "blocks scored at once", "minimum": 1})
+    max_train_blocks: int | None = field(default=None, metadata={
+        "help": "use only the first N training blocks (None: all)", "minimum": 1})
+    rare_max_count: int = field(default=8, metadata={
+        "help": "words and word pairs seen at most this often in the real training blocks form the rare tail",
+        "minimum": 1})
     # The offline stand-ins (used only with model="tiny" / dataset="synthetic").
-    language: LanguageSpec = field(default_factory=LanguageSpec)
-    corpus: SyntheticCorpusSpec = field(default_factory=SyntheticCorpusSpec)
-    tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
+    language: LanguageSpec = field(default_factory=LanguageSpec, metadata={
+        "help": "the synthetic language (dataset='synthetic' only)"})
+    corpus: SyntheticCorpusSpec = field(default_factory=SyntheticCorpusSpec, metadata={
+        "help": "the synthetic corpus' split sizes (dataset='synthetic' only)"})
+    tiny: TinyModelSpec = field(default_factory=TinyModelSpec, metadata={
+        "help": "the tiny model and its pre-training (model='tiny' only)"})
 
     def __post_init__(self):
-        validate.seed("seed", self.seed, maximum=MAX_SEED)
-        for name, spec in (("language", self.language), ("corpus", self.corpus), ("tiny", self.tiny)):
-            expected = {"language": LanguageSpec, "corpus": SyntheticCorpusSpec, "tiny": TinyModelSpec}[name]
-            if not isinstance(spec, expected):
-                raise validate.ParameterError(f"{name} must be a {expected.__name__}, got {spec!r}")
+        check_fields(self)
+        # What one field cannot say alone.
         validate.seed("language.seed", self.language.seed)  # seeds the tiny model's pre-training
-        _source_name("model", self.model, TINY)
-        if self.dataset_config is not None and (not isinstance(self.dataset_config, str) or not self.dataset_config):
-            raise validate.ParameterError(
-                f"dataset_config must be a dataset configuration name or None, got {self.dataset_config!r}")
-        _source_name("dataset", self.dataset, SYNTHETIC, WIKITEXT)
         if self.model == TINY and self.dataset != SYNTHETIC:
             raise validate.ParameterError(
                 f"model='tiny' knows only the synthetic language's words; with dataset={self.dataset!r} "
                 "use a real model (e.g. model='facebook/opt-125m')")
-        generational.make_policy(self.policy, self.real_fraction)  # validates both
-        validate.positive_int("epochs", self.epochs)
-        validate.number("learning_rate", self.learning_rate, minimum=0.0, strict_minimum=True)
-        validate.number("min_learning_rate", self.min_learning_rate, minimum=0.0, maximum=self.learning_rate)
-        validate.positive_int("batch_size", self.batch_size)
-        validate.number("weight_decay", self.weight_decay, minimum=0.0)
-        validate.choice("precision", self.precision, PRECISIONS)
-        validate.integer("block_size", self.block_size, minimum=2, maximum=4096)
-        validate.integer("num_beams", self.num_beams, minimum=1, maximum=64)
-        validate.number("repetition_penalty", self.repetition_penalty, minimum=0.0, strict_minimum=True)
-        validate.choice("prompts", self.prompts, PROMPTS)
-        validate.positive_int("generation_batch_size", self.generation_batch_size)
-        validate.positive_int("eval_batch_size", self.eval_batch_size)
-        if self.max_train_blocks is not None:
-            validate.positive_int("max_train_blocks", self.max_train_blocks)
-        validate.positive_int("rare_max_count", self.rare_max_count)
+        generational.make_policy(self.policy, self.real_fraction)  # real_fraction only with replace
         if self.dataset == SYNTHETIC:
             for split in ("train", "validation", "test"):
                 tokens = getattr(self.corpus, f"{split}_tokens")
@@ -181,11 +317,8 @@ class ChainSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ChainSettings":
-        data = dict(data)
-        data["language"] = LanguageSpec(**data.get("language", {}))
-        data["corpus"] = SyntheticCorpusSpec(**data.get("corpus", {}))
-        data["tiny"] = TinyModelSpec(**data.get("tiny", {}))
-        return cls(**data)
+        """The settings of a dict such as :meth:`to_dict`'s (nested specs as dicts; missing keys: defaults)."""
+        return cls(**overrides_from_dict(cls, data))
 
     def replace(self, **changes) -> "ChainSettings":
         return replace(self, **changes)
@@ -290,8 +423,9 @@ SETTING_NAMES = tuple(f.name for f in fields(ChainSettings))
 
 
 def check_n_generations(n_generations) -> int:
-    """A chain's length: 1 to :data:`MAX_GENERATIONS` models, generation 0 included."""
-    return validate.integer("n_generations", n_generations, minimum=1, maximum=MAX_GENERATIONS)
+    """A chain's length: 0 to ``MAX_GENERATIONS - 1`` refits after generation 0 (so at most
+    :data:`MAX_GENERATIONS` models)."""
+    return validate.integer("n_generations", n_generations, minimum=0, maximum=MAX_GENERATIONS - 1)
 
 
 def check_precision(precision: str, device: str) -> str:
@@ -314,117 +448,3 @@ def check_precision(precision: str, device: str) -> str:
                 "precision='bf16' needs a GPU with bfloat16 support (Ampere or newer); use 'fp16' or 'fp32'")
     return precision
 
-
-# -- the hub: fail in seconds, not after a minute of retries -------------------------
-
-class HubUnavailable(validate.ParameterError):
-    """A model or dataset needs the Hugging Face hub, which cannot be used now."""
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline() -> bool:
-    """Whether the user switched the hub off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
-    return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_reachable(timeout: float = 1.5) -> bool:
-    """One HTTPS request to the hub's address: does a real hub answer within about ``timeout`` s?
-
-    A bare TCP connection is not enough: a proxy or sandbox may accept it and
-    then fail every request, which ``huggingface_hub`` retries for a minute.
-    Any HTTP status counts as an answer; a connection, TLS or timeout error does not.
-    """
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(hub_endpoint() + "/api/whoami-v2", method="HEAD")
-    try:
-        urllib.request.urlopen(request, timeout=timeout).close()
-        return True
-    except urllib.error.HTTPError:
-        return True  # the hub answered (e.g. 401 without a token)
-    except (OSError, ValueError):
-        return False
-
-
-def needs_hub(settings: ChainSettings) -> list[tuple[str, str]]:
-    """The (kind, name) pairs that come from the hub rather than mcutils or a local folder."""
-    out = []
-    if settings.model != TINY and not os.path.isdir(settings.model):
-        out.append(("model", settings.model))
-    if settings.dataset != SYNTHETIC and not os.path.isdir(settings.dataset):
-        out.append(("dataset", settings.dataset))
-    return out
-
-
-def check_hub(settings: ChainSettings, timeout: float = 1.5) -> str:
-    """Fail at once when a hub model or dataset cannot be had; return the mode to load in.
-
-    ``"local"``: nothing comes from the hub.  ``"online"``: the hub answers.
-    ``"offline"``: offline mode is on (or the hub did not answer within
-    ``timeout`` seconds and offline mode has been switched on, so that cached
-    files load without a minute of retries) and everything wanted looks cached.
-    """
-    wanted = needs_hub(settings)
-    if not wanted:
-        return "local"
-    unreachable = False
-    if not hub_offline():
-        if hub_reachable(timeout):
-            return "online"
-        unreachable = True
-        go_offline()
-    missing = [(kind, name) for kind, name in wanted if not _maybe_cached(kind, name)]
-    if missing:
-        what = " and ".join(f"{kind} {name!r}" for kind, name in missing)
-        if unreachable:
-            raise HubUnavailable(
-                f"{what} must be downloaded from {hub_endpoint()}, which did not answer within {timeout:g} s. "
-                f"{QUICK_WORKS_OFFLINE} To use the hub, connect to the internet.")
-        raise HubUnavailable(offline_advice(what, plural=len(missing) > 1))
-    return "offline"
-
-
-QUICK_WORKS_OFFLINE = ("The quick profile (model='tiny', dataset='synthetic', the defaults) runs offline; "
-                       "so do local folders in Hugging Face format.")
-
-
-def offline_advice(what: str, plural: bool = False) -> str:
-    return (f"{what} {'are' if plural else 'is'} not in the local Hugging Face cache and the hub is switched off "
-            f"(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE). {QUICK_WORKS_OFFLINE} To download it, go online "
-            f"and unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE.")
-
-
-def go_offline() -> None:
-    """Switch the hub libraries to offline mode, also when they are imported already."""
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[name] = "1"
-    import sys
-    if "huggingface_hub" in sys.modules:
-        sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
-    if "datasets" in sys.modules:
-        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
-        sys.modules["datasets"].config.HF_DATASETS_OFFLINE = True
-
-
-def _hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                               / "huggingface")).expanduser()
-
-
-def _maybe_cached(kind: str, name: str) -> bool:
-    """A cheap look into the caches: False means surely absent (True may still fail to load)."""
-    hub_cache = Path(os.environ.get("HF_HUB_CACHE", _hf_home() / "hub")).expanduser()
-    variants = [name] + ([f"Salesforce/{name}"] if name == WIKITEXT else [])
-    if kind == "model":
-        return any((hub_cache / f"models--{v.replace('/', '--')}").is_dir() for v in variants)
-    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE", _hf_home() / "datasets")).expanduser()
-    return any((hub_cache / f"datasets--{v.replace('/', '--')}").is_dir()
-               or (datasets_cache / v.replace("/", "___")).is_dir() for v in variants)

@@ -4,7 +4,6 @@ Uses the ``smoke`` settings (toy sizes: a generation takes about a second);
 the numbers mean nothing, the mechanics are what is tested.
 """
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,24 +16,18 @@ import pytest
 from mcutils import runs
 from mcutils.lm import chain, settings
 
-N_MODELS = 2  # generation 0 and one refit (n_generations=1)
+import lmchains
+from lmchains import N_MODELS
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A private cache for the pre-trained toy model, shared by this module's chains."""
-    cache = tmp_path_factory.getbasetemp() / "mcutils-lm-cache"  # shared with the other LM test files
-    cache.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MCUTILS_CACHE_DIR", str(cache))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_DATASETS_OFFLINE", "1")
-        yield {**os.environ}
+    """A private cache for the pre-trained toy model, shared by the LM test files."""
+    yield from lmchains.private_cache(tmp_path_factory)
 
 
-def _run(runs_dir, n_models=N_MODELS, **overrides):
-    return chain.run_chain(settings.smoke(**overrides), n_models - 1, runs_dir=runs_dir, device="cpu",
-                           progress=False, log=lambda message: None)
+def _run(runs_dir, n_models=N_MODELS, **kwargs):
+    return lmchains.smoke_chain(runs_dir, n_models, **kwargs)
 
 
 def _metrics_files(run_dir):

@@ -74,3 +74,18 @@ def python(code: str, *args, env=None, timeout=120) -> subprocess.CompletedProce
             environment.pop(key)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
                           env=environment)
+
+
+# Loads MNIST in a fresh interpreter and prints how long the failure took, then the message.
+MNIST_TIMING_SCRIPT = """
+import time
+from mcutils import vae
+start = time.perf_counter()
+try:
+    vae.load_mnist()
+except vae.DataUnavailableError as exc:
+    print(f"{time.perf_counter() - start:.2f}")
+    print(exc)
+else:
+    print("loaded")
+"""

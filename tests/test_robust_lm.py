@@ -24,25 +24,19 @@ from mcutils.lm import chain, settings
 from mcutils.lm.__main__ import main
 from mcutils.runs import CorruptRunError, RunLockedError, RunsDirError
 
+import lmchains
 import test_robust_common as common
-
-N_MODELS = 2  # generation 0 and one refit (n_generations=1)
+from lmchains import N_MODELS
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "mcutils-lm-cache"  # shared with the other LM test files
-    cache.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MCUTILS_CACHE_DIR", str(cache))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_DATASETS_OFFLINE", "1")
-        yield {**os.environ}
+    """A private cache for the pre-trained toy model, shared by the LM test files."""
+    yield from lmchains.private_cache(tmp_path_factory)
 
 
-def _run(runs_dir, n_models=N_MODELS, log=None, **overrides):
-    return chain.run_chain(settings.smoke(**overrides), n_models - 1, runs_dir=runs_dir, device="cpu", progress=False,
-                           log=log or (lambda message: None))
+def _run(runs_dir, n_models=N_MODELS, **kwargs):
+    return lmchains.smoke_chain(runs_dir, n_models, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import textwrap
 
 import pytest
 
@@ -92,18 +91,7 @@ def test_stored_generations_are_checked_and_the_folder_locked(data, tmp_path):
 
 def test_mnist_fails_fast_when_the_hub_does_not_answer(tmp_path):
     """HF_HUB_OFFLINE unset and the hub unreachable: one request, then the error (it took 36 s)."""
-    script = textwrap.dedent("""
-        import time
-        from mcutils import vae
-        start = time.perf_counter()
-        try:
-            vae.load_mnist()
-        except vae.DataUnavailableError as exc:
-            print(f"{time.perf_counter() - start:.2f}")
-            print(exc)
-        else:
-            print("loaded")
-    """)
+    script = common.MNIST_TIMING_SCRIPT
     done = common.python(script, env={"HF_HUB_OFFLINE": None, "HF_DATASETS_OFFLINE": None,
                                       "TRANSFORMERS_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9",
                                       "HF_HOME": str(tmp_path / "hf"),

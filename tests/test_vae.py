@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 
+import test_robust_common as common
 from mcutils import runs, vae
 from mcutils.validate import ParameterError
 
@@ -175,18 +175,7 @@ def test_images_from_a_hugging_face_split():
 def test_mnist_fails_clearly_and_quickly_offline(tmp_path):
     # In a fresh process with an empty cache and the hub offline, the real loader must fail with a message that
     # says what to do, in about a second (the bound only separates that from the 25-50 s of network retries).
-    script = textwrap.dedent("""
-        import time
-        from mcutils import vae
-        start = time.perf_counter()
-        try:
-            vae.load_mnist()
-        except vae.DataUnavailableError as exc:
-            print(f"{time.perf_counter() - start:.2f}")
-            print(exc)
-        else:
-            print("loaded")
-    """)
+    script = common.MNIST_TIMING_SCRIPT
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
                HF_DATASETS_CACHE=str(tmp_path / "hf" / "datasets"))
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)

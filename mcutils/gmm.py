@@ -340,7 +340,7 @@ class GMMChain:
         return (self.weights * per).sum(-1)
 
 
-def gmm_chain(n_samples: int = 1000, n_generations: int = 2000, *, n_runs: int = 1, seed: int = 0,
+def gmm_chain(n_samples: int = 1000, n_generations: int = 2000, *, n_runs: int = 1, seed: int | list = 0,
               policy: str = "replace", source: str = "two-gaussians", n_components: int = 2,
               backend: str = "numpy", snapshot_generations=()) -> GMMChain:
     """Refit a GMM on samples of the previous fit for ``n_generations`` (supplementary, Figs 7-8).
@@ -355,7 +355,7 @@ def gmm_chain(n_samples: int = 1000, n_generations: int = 2000, *, n_runs: int =
     n_samples = validate.positive_int("n_samples", n_samples)
     validate.non_negative_int("n_generations", n_generations)
     validate.positive_int("n_runs", n_runs)
-    validate.non_negative_int("seed", seed)
+    seed = validate.seed_key("seed", seed)  # an int, or [seed, STREAM, k]
     validate.choice("backend", backend, BACKENDS)
     validate.positive_int("n_components", n_components)
     if n_samples < 2 * n_components:

@@ -246,3 +246,61 @@ def load_metrics(run_dir: str | os.PathLike, n_generations: int | None = None) -
         out.append(read_json(generation_dir(run_dir, index) / METRICS))
         index += 1
     return out
+
+
+# -- resuming a chain: one mechanism for the VAE and the language model ------------------
+
+def delete_advice(run_dir: str | os.PathLike, index: int) -> str:
+    """What to delete so that generation ``index`` (and every later one, made from it) is recomputed."""
+    run_dir = Path(run_dir)
+    names = sorted(p.name for p in run_dir.glob("gen_*") if p.is_dir() and p.name >= f"gen_{index:02d}")
+    names = names or [f"gen_{index:02d}"]
+    listed = names[0] if len(names) == 1 else f"{names[0]} to {names[-1]}"
+    return (f"delete {run_dir / names[0]}" + (" and the later generation folders" if len(names) > 1 else "")
+            + f" ({listed}) to recompute {'it' if len(names) == 1 else 'them'}")
+
+
+def complete_generations(run_dir: str | os.PathLike, n_models: int, check=None) -> int:
+    """How many of generations ``0 .. n_models - 1`` are complete (a prefix), each checked by ``check``.
+
+    A generation is complete once its ``metrics.json`` exists (the contract
+    above); a chain resumes at the first one that is not.  A complete
+    generation *after* an incomplete one was made from data that is gone, so
+    it raises :class:`CorruptRunError` with what to delete.  ``check(index)``
+    (optional) verifies one complete generation and raises
+    :class:`CorruptRunError` when it is not usable.
+    """
+    run_dir = Path(run_dir)
+    complete = [is_complete(run_dir, g) for g in range(n_models)]
+    n_done = complete.index(False) if False in complete else n_models
+    stray = [g for g in range(n_done, n_models) if complete[g]]
+    if stray:
+        raise CorruptRunError(
+            f"{run_dir}: gen_{stray[0]:02d} is complete but gen_{n_done:02d} before it is not, so it was made "
+            f"from data that is gone; {delete_advice(run_dir, n_done)}")
+    if check is not None:
+        for g in range(n_done):
+            check(g)
+    return n_done
+
+
+def check_generation_label(run_dir: str | os.PathLike, index: int) -> dict:
+    """Generation ``index``'s metrics, which must say they are generation ``index`` (not a copied file)."""
+    path = generation_dir(run_dir, index) / METRICS
+    metrics = read_json(path)
+    if not isinstance(metrics, dict) or metrics.get("generation") != index:
+        said = metrics.get("generation") if isinstance(metrics, dict) else metrics
+        raise CorruptRunError(f"{path} says it is generation {said!r}, not {index} (copied from another "
+                              f"folder?); {delete_advice(run_dir, index)}")
+    return metrics
+
+
+@contextmanager
+def writing(run_dir: str | os.PathLike, what: str = "chain"):
+    """Hold the chain's lock (:func:`locked`) and clear a killed writer's scratch files on entry and exit."""
+    with locked(run_dir, what) as lock:
+        remove_scratch(run_dir)  # what a killed run left; safe, the folder is ours now
+        try:
+            yield lock
+        finally:
+            remove_scratch(run_dir)

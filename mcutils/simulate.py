@@ -55,7 +55,7 @@ MAX_POOL_VALUES = 2**28
 def _rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(validate.non_negative_int("seed", seed))
+    return np.random.default_rng(validate.seed_key("seed", seed))  # an int, or [seed, STREAM, k]
 
 
 def _policy(policy) -> Policy:

@@ -35,8 +35,18 @@ from . import generational, runs, validate
 
 DATASETS = ("digits", "mnist")
 MNIST_HUB_ID = "ylecun/mnist"
-# Bump when a change of this module changes what a stored generation holds.
-FORMAT_VERSION = 1
+# Bump when a change of this module changes what a stored generation holds (part of the run name).
+# 2: seeds derived as SeedSequence([seed, STREAM, generation]) (the book's one convention).
+FORMAT_VERSION = 2
+
+# Seed streams: every seed of a chain is ``derived_seed(seed, STREAM, generation)``, i.e.
+# ``SeedSequence([seed, STREAM, generation])``; inside one training run, ``derived_seed(run seed, STREAM)``.
+STREAM_TRAINING = 0x7A1      # generation g's training run (its weights, noise and batch order below)
+STREAM_GRID = 0x6D1          # generation g's grid of random-latent samples (Fig. 9)
+STREAM_SAMPLES = 0x5A1       # generation g's samples: the next generation's training data
+STREAM_CLASSIFIER = 0xC1A    # the real images' split for the digit classifier
+STREAM_WEIGHTS = 0           # within a training run: weights, reparameterisation noise and batch order
+STREAM_LATENTS = 1           # within sample_images: the prior draws
 
 
 class DataUnavailableError(validate.UserError, RuntimeError):
@@ -146,7 +156,9 @@ def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: t
 
 
 def derived_seed(seed: int, *salt: int) -> int:
-    """A seed for one purpose (a generation, a draw) derived from ``seed``: distinct salts, independent streams."""
+    """A seed for one purpose derived from ``seed``: ``SeedSequence([seed, STREAM, k...])``, 63 bits (torch's range).
+
+    Distinct salts give independent streams; ``salt`` is a named stream, then its index (a generation)."""
     return int(np.random.SeedSequence([seed, *salt]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -162,7 +174,7 @@ def train_vae(images: np.ndarray, *, epochs: int, batch_size: int = 128, lr: flo
     validate.positive_int("batch_size", batch_size)
     validate.number("lr", lr, minimum=0, strict_minimum=True)
     validate.number("weight_decay", weight_decay, minimum=0)
-    gen = _generator(seed, 0)
+    gen = _generator(seed, STREAM_WEIGHTS)  # also draws each epoch's batch order
     torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))  # weights and reparameterisation noise
     model = VAE(images.shape[-1], latent_dim, channels).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -188,7 +200,7 @@ def train_vae(images: np.ndarray, *, epochs: int, batch_size: int = 128, lr: flo
 def sample_images(model: VAE, n: int, *, seed: int = 0, batch_size: int = 4096) -> np.ndarray:
     """``n`` images decoded from latents drawn from the prior N(0, I) (the decoder's mean image)."""
     device = next(model.parameters()).device
-    z = torch.randn(n, model.latent_dim, generator=_generator(seed, 1))
+    z = torch.randn(n, model.latent_dim, generator=_generator(seed, STREAM_LATENTS))
     parts = [model.decode(z[i:i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)]
     return torch.cat(parts).numpy()
 
@@ -233,7 +245,7 @@ def digit_classifier(images: np.ndarray, labels: np.ndarray, *, seed: int = 0, m
     """
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, STREAM_CLASSIFIER])
     order = rng.permutation(len(images))
     n_test = int(round(holdout * len(images)))
     test, train = order[:n_test], order[n_test:][:max_train]
@@ -290,11 +302,8 @@ def _load_generation(gen_dir: Path, index: int, image_size: int, latent_dim: int
     """A stored generation, checked: its metrics name it, its weights load; else a one-line error to act on."""
     from safetensors.torch import load_file
 
-    advice = f"delete {gen_dir} and the later generation folders to recompute them"
-    metrics = runs.read_json(gen_dir / runs.METRICS)
-    if not isinstance(metrics, dict) or metrics.get("generation") != index:
-        said = metrics.get("generation") if isinstance(metrics, dict) else metrics
-        raise runs.CorruptRunError(f"{gen_dir / runs.METRICS} says it is generation {said!r}, not {index}; {advice}")
+    advice = runs.delete_advice(gen_dir.parent, index)
+    metrics = runs.check_generation_label(gen_dir.parent, index)
     path = gen_dir / "model.safetensors"
     try:
         tensors = load_file(str(path))
@@ -334,7 +343,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     validate.non_negative_int("n_generations", n_generations)
     validate.positive_int("epochs", epochs)
     validate.positive_int("batch_size", batch_size)
-    validate.non_negative_int("seed", seed)
+    validate.seed("seed", seed)  # any seed numpy takes: every derived seed comes from SeedSequence
     validate.positive_int("n_grid", n_grid)
     policy = generational.make_policy(policy)
     images = np.asarray(images, dtype=np.float32)
@@ -361,25 +370,25 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
             runs.check_writable_dir(run_dir, where)
     writing = run_dir is not None and not all(runs.is_complete(run_dir, g) for g in range(n_generations + 1))
     with ExitStack() as stack:
-        if writing:
-            stack.enter_context(runs.locked(run_dir, "generations"))
-            runs.remove_scratch(run_dir)
+        if writing:  # the lock, and a killed writer's scratch files cleared (shared with mcutils.lm.chain)
+            stack.enter_context(runs.writing(run_dir, "generations"))
         try:
+            # the shared resume point: the complete prefix of generations, each checked to be itself
+            n_stored = 0 if run_dir is None else runs.complete_generations(
+                run_dir, n_generations + 1, lambda g: runs.check_generation_label(run_dir, g))
             return _vae_chain(images, labels, n_generations, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay, latent_dim=latent_dim, seed=seed, device=device,
-                              policy=policy, n_grid=n_grid, channels=channels, run_dir=run_dir, log=log)
+                              policy=policy, n_grid=n_grid, channels=channels, run_dir=run_dir, n_stored=n_stored,
+                              log=log)
         except OSError as exc:
             error = runs.write_error(exc, runs_root, "runs_root (the chapter's runs_dir)") if run_dir else None
             if error is None:
                 raise
             raise error from None
-        finally:
-            if writing:
-                runs.remove_scratch(run_dir)
 
 
 def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_decay, latent_dim, seed, device,
-               policy, n_grid, channels, run_dir, log) -> VAEChain:
+               policy, n_grid, channels, run_dir, n_stored=0, log) -> VAEChain:
     classifier, accuracy = digit_classifier(images, labels, seed=seed)
     chain = VAEChain(classifier_accuracy=accuracy, run_dir=str(run_dir) if run_dir else None)
     chain.real = {"class_mix": class_mix(classifier, images).tolist()}
@@ -391,21 +400,21 @@ def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_
     def fit(data, _rng):
         index = state["index"]
         gen_dir = runs.generation_dir(run_dir, index) if run_dir else None
-        if gen_dir is not None and runs.is_complete(run_dir, index):
+        if index < n_stored:  # complete on disk: load it instead of training it again
             model, grid, metrics = _load_generation(gen_dir, index, images.shape[-1], latent_dim, channels, device)
             log(f"generation {index:2d}: loaded from the runs folder ({run_dir.name}/{gen_dir.name})")
         else:
             start = time.perf_counter()
             model, losses = train_vae(data, epochs=epochs, batch_size=batch_size, lr=lr,
                                       weight_decay=weight_decay, latent_dim=latent_dim,
-                                      seed=derived_seed(seed, index), device=device, channels=channels)
-            grid = sample_images(model, n_grid, seed=derived_seed(seed, index, 1))[:, 0]
+                                      seed=derived_seed(seed, STREAM_TRAINING, index), device=device, channels=channels)
+            grid = sample_images(model, n_grid, seed=derived_seed(seed, STREAM_GRID, index))[:, 0]
             metrics = {"generation": index, "final_loss": losses[-1], "losses": losses,
                        "kl_per_image": posterior_kl(model, data), "n_train": len(data),
                        "train_seconds": time.perf_counter() - start}
         if state["encoder"] is None:
             state["encoder"] = model
-        samples = sample_images(model, n, seed=derived_seed(seed, index, 2))
+        samples = sample_images(model, n, seed=derived_seed(seed, STREAM_SAMPLES, index))
         if "latent_mean" not in metrics:
             metrics.update(_latent_stats(state["encoder"], samples))
             mix = class_mix(classifier, samples)

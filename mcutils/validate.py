@@ -56,6 +56,20 @@ def seed(name: str, value, *, maximum: int = MAX_SEED) -> int:
     return integer(name, value, minimum=0, maximum=maximum)
 
 
+def seed_key(name: str, value) -> int | list[int]:
+    """A seed for ``numpy.random.default_rng``: an integer >= 0, or a sequence of them.
+
+    The book's one seeding convention: a chapter passes ``[seed, STREAM, k]``
+    (its own seed, a named stream, an index) instead of seed arithmetic such
+    as ``seed + 1000 * k``, so that two streams can never collide.
+    """
+    if isinstance(value, (list, tuple)) and value:
+        return [non_negative_int(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if _is_int(value) and value >= 0:
+        return int(value)
+    raise ParameterError(f"{name} must be an integer >= 0 or a non-empty sequence of them, got {value!r}")
+
+
 def number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
            strict_minimum: bool = False) -> float:
     """A real number in a range; ``strict_minimum`` excludes the minimum itself."""

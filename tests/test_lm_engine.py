@@ -147,3 +147,16 @@ def test_generation_zero_is_the_real_data():
     blocks, source = mix_training_data(Policy("accumulate"), 0, 0, real, [])
     np.testing.assert_array_equal(blocks, real)
     assert set(source) == {REAL_SOURCE}
+
+
+def test_the_process_helpers_are_no_ops_under_one_process():
+    from mcutils.lm import chain, dist
+
+    assert dist.rank_and_world() == (0, 1) and dist.is_main() and dist.agree(True) and not dist.agree(False)
+    assert dist.my_batches(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    array = np.arange(6.0)
+    assert dist.sum_across(array) is array
+    dist.barrier()
+    # seeds come from named SeedSequence streams: any seed numpy takes gives an int seed below 2**32
+    seeds = {chain.training_seed(seed, g) for seed in (0, 2**32 - 1) for g in (0, 1, 999)}
+    assert len(seeds) == 6 and all(0 <= s < 2**32 for s in seeds)

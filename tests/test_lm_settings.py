@@ -9,36 +9,38 @@ from mcutils.lm import hub, settings
 from mcutils.lm.language import LanguageSpec
 from mcutils.validate import ParameterError
 
-# Computed by the code BEFORE the refactor that moved the bounds into field metadata (issue 11):
-# (run name, hash of to_dict(), hash of generation0_settings()).  Existing chains and the book's
-# numbers are stored under these names, so they must never change for the same settings.
+# (run name, hash of to_dict(), hash of generation0_settings()), computed by the code before the
+# refactor that moved the bounds into field metadata (issue 11), then recomputed once when
+# ENGINE_VERSION became 2 (seeds derived by SeedSequence: the same settings give other numbers, so
+# the run names and generation-0 hashes changed; the settings hashes did not).  Chains and the
+# book's numbers are stored under these names, so they must not change for the same settings.
 PINNED = {
     "quick()": (settings.quick, {},
-                ("tiny-synthetic-replace-e5-s0-5447bbe734", "721df3205d", "7289b719ac")),
+                ("tiny-synthetic-replace-e5-s0-e76f399797", "721df3205d", "b1b2887490")),
     "paper()": (settings.paper, {},
-                ("opt-125m-wikitext-replace-e5-s0-e8536fd235", "93339114a1", "872ddf0157")),
+                ("opt-125m-wikitext-replace-e5-s0-24a6c98922", "93339114a1", "a4b36a9237")),
     "smoke()": (settings.smoke, {},
-                ("tiny-synthetic-replace-e2-s0-4adc542e3c", "282d92ce61", "6989b205dd")),
+                ("tiny-synthetic-replace-e2-s0-41d0ab7c4f", "282d92ce61", "3ef600bc67")),
     "quick(seed=1)": (settings.quick, dict(seed=1),
-                      ("tiny-synthetic-replace-e5-s1-b6d9d5d7ba", "48c5db6348", "8b6a229ec3")),
+                      ("tiny-synthetic-replace-e5-s1-5c7aa6ccb5", "48c5db6348", "eb8b7e517b")),
     "quick(real_fraction=0.1, epochs=10)": (
         settings.quick, dict(real_fraction=0.1, epochs=10),
-        ("tiny-synthetic-replace0.1-e10-s0-66e9c01837", "413cafe2ac", "6ad39aaf3e")),
+        ("tiny-synthetic-replace0.1-e10-s0-89e55c4273", "413cafe2ac", "28c8db5e2a")),
     "paper(repetition_penalty=2.0)": (
         settings.paper, dict(repetition_penalty=2.0),
-        ("opt-125m-wikitext-replace-e5-rp2-s0-149854ff35", "7737a8d02c", "5d0f9f775f")),
+        ("opt-125m-wikitext-replace-e5-rp2-s0-886096b060", "7737a8d02c", "a4512595a0")),
     "quick(policy='accumulate')": (
         settings.quick, dict(policy="accumulate"),
-        ("tiny-synthetic-accumulate-e5-s0-85ebb1bf70", "036f0297bd", "7289b719ac")),
+        ("tiny-synthetic-accumulate-e5-s0-f79be016ca", "036f0297bd", "b1b2887490")),
     "smoke(max_train_blocks=32, prompts='previous', precision='bf16')": (
         settings.smoke, dict(max_train_blocks=32, prompts="previous", precision="bf16"),
-        ("tiny-synthetic-replace-e2-s0-71356bcb6c", "7f89100fd4", "420ae3c6c5")),
+        ("tiny-synthetic-replace-e2-s0-da7446c476", "7f89100fd4", "c9329be00c")),
     "paper(dataset_config='wikitext-2-raw-v1', epochs=10)": (
         settings.paper, dict(dataset_config="wikitext-2-raw-v1", epochs=10),
-        ("opt-125m-wikitext-replace-e10-s0-6e393b9c41", "abc71d4bd1", "9199d5e14b")),
+        ("opt-125m-wikitext-replace-e10-s0-6ca2f63272", "abc71d4bd1", "613877ea9f")),
     "smoke(language=LanguageSpec(n_words=64, n_topics=4, topic_words=8, seed=3))": (
         settings.smoke, dict(language=LanguageSpec(n_words=64, n_topics=4, topic_words=8, seed=3)),
-        ("tiny-synthetic-replace-e2-s0-4174f461c0", "fac027cc4f", "bbbec659f3")),
+        ("tiny-synthetic-replace-e2-s0-b7f172a796", "fac027cc4f", "e304ae3bd0")),
 }
 FIELD_ORDER = ["model", "dataset", "dataset_config", "seed", "policy", "real_fraction", "epochs", "learning_rate",
                "min_learning_rate", "batch_size", "weight_decay", "precision", "block_size", "num_beams",
@@ -75,7 +77,7 @@ def test_every_setting_declares_its_help():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(seed=settings.MAX_SEED + 1), "seed must be an integer <= 4294966, got 4294967"),
+    (dict(seed=settings.MAX_SEED + 1), "seed must be an integer <= 4294967295, got 4294967296"),
     (dict(seed=True), "seed must be an integer, got True (bool)"),
     (dict(model=""), "model must be a non-empty string, got ''"),
     (dict(model="not a model!"), "unknown model 'not a model!': not one of ['tiny']"),

@@ -110,8 +110,8 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seed", "4294968"], "seed must be an integer <= 4294966"),
-    (["--seed", "4294967"], "seed must be an integer <= 4294966"),
+    (["--seed", "4294967297"], "seed must be an integer <= 4294967295"),
+    (["--seed", "4294967296"], "seed must be an integer <= 4294967295"),
     (["--n-generations", "1000"], "n_generations must be an integer <= 999"),
     (["--precision", "fp16", "--device", "cpu"], "precision='fp16' needs a CUDA GPU"),
     (["--threads", "0"], "threads must be an integer >= 1"),
@@ -127,7 +127,10 @@ def test_values_the_code_cannot_run_are_refused_at_once(args, message):
 
 def test_the_largest_seed_derives_only_seeds_numpy_takes():
     s = settings.smoke(seed=settings.MAX_SEED)
-    np.random.seed(s.seed * 1000 + settings.MAX_GENERATIONS - 1)  # generation 999's training seed
+    assert settings.MAX_SEED == 2**32 - 1  # derived by SeedSequence, so every seed numpy takes is one
+    for g in (0, 1, settings.MAX_GENERATIONS - 1):  # generation g's training seed (Trainer's set_seed)
+        np.random.seed(chain.training_seed(s.seed, g))
+    assert chain.training_seed(0, 1) != chain.training_seed(0, 2) != chain.training_seed(1, 1)
     with pytest.raises(validate.ParameterError, match="language.seed"):
         settings.smoke(language=settings.LanguageSpec(seed=2**32, n_words=64, n_topics=4, topic_words=8))
     # names of valid chains do not change with the bounds

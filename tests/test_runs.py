@@ -177,3 +177,41 @@ def test_a_locked_folder_refuses_a_second_writer(tmp_path):
                 pass
     with runs.locked(tmp_path / "chain"):  # released when the holder is done
         pass
+
+
+def _complete(run_dir, g, label=None):
+    runs.atomic_write_json(runs.generation_dir(run_dir, g) / runs.METRICS, {"generation": g if label is None else label})
+
+
+def test_complete_generations_is_the_shared_resume_point(tmp_path):
+    """The VAE and the language-model chain resume at the first generation without metrics.json."""
+    assert runs.complete_generations(tmp_path, 3) == 0
+    _complete(tmp_path, 0)
+    _complete(tmp_path, 1)
+    checked = []
+    assert runs.complete_generations(tmp_path, 3, checked.append) == 2 and checked == [0, 1]
+    assert runs.complete_generations(tmp_path, 2) == 2 and runs.complete_generations(tmp_path, 1) == 1
+    # a complete generation after a missing one was made from data that is gone
+    _complete(tmp_path, 3)
+    with pytest.raises(runs.CorruptRunError, match="gen_03 is complete but gen_02 before it is not.*delete"):
+        runs.complete_generations(tmp_path, 4)
+    # the check callback refuses a generation that is not itself (a copied metrics.json)
+    _complete(tmp_path, 1, label=0)
+    with pytest.raises(runs.CorruptRunError, match="gen_01/metrics.json says it is generation 0, not 1.*delete"):
+        runs.complete_generations(tmp_path, 2, lambda g: runs.check_generation_label(tmp_path, g))
+    assert "gen_01 and the later generation folders (gen_01 to gen_03)" in runs.delete_advice(tmp_path, 1)
+
+
+def test_writing_holds_the_lock_and_clears_scratch_on_both_ends(tmp_path):
+    run_dir = tmp_path / "chain"
+    (run_dir / "gen_00").mkdir(parents=True)
+    (run_dir / "gen_00" / ".metrics.json.old.tmp").write_text("{")  # a killed writer's
+    with runs.writing(run_dir, "chain"):
+        assert not (run_dir / "gen_00" / ".metrics.json.old.tmp").exists()
+        with pytest.raises(runs.RunLockedError):
+            with runs.locked(run_dir):
+                pass
+        (run_dir / "gen_00" / ".samples.arrow.new.tmp").write_bytes(b"half")
+    assert files_in(run_dir / "gen_00") == []
+    with runs.locked(run_dir):  # released
+        pass

@@ -334,3 +334,14 @@ def test_regression_validation(kwargs, match):
     args = dict(dim=3, n_samples=10, noise_var=1.0, n_generations=3, n_runs=2) | kwargs
     with pytest.raises(ParameterError, match=match):
         simulate.linear_regression_chain(**args)
+
+
+def test_a_seed_may_be_a_stream_key_and_streams_do_not_collide():
+    """The book's seeding convention: seed=[seed, STREAM, k], not seed arithmetic."""
+    a = simulate.discrete_chain([0.5, 0.5], 20, 5, n_runs=50, seed=[0, 1, 2])
+    np.testing.assert_array_equal(a, simulate.discrete_chain([0.5, 0.5], 20, 5, n_runs=50, seed=(0, 1, 2)))
+    # seed + 1000 * k arithmetic makes (seed=1000, k=0) and (seed=0, k=1) the same stream; keys never do
+    assert not np.array_equal(simulate.discrete_chain([0.5, 0.5], 20, 5, n_runs=50, seed=[1000, 1, 0]),
+                              simulate.discrete_chain([0.5, 0.5], 20, 5, n_runs=50, seed=[0, 1, 1]))
+    with pytest.raises(ParameterError, match=r"seed\[1\]"):
+        simulate.discrete_chain([0.5, 0.5], 20, 5, seed=[0, -1])

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,12 @@ TIMING = "timing.json"
 BASE_MODEL = "base_model.json"     # the fingerprint of the base model the chain started with
 MANIFEST = "manifest"              # key of metrics.json: what the generation holds (see verify_generations)
 REAL_SOURCE = -1                   # provenance label of a real block
+
+# Seed streams (the book's one convention: ``numpy.random.default_rng([seed, STREAM, k])``, or
+# ``SeedSequence([seed, STREAM, k])`` where an int is needed).  Generation g of a chain draws from
+# stream ``(seed, STREAM, g)`` only, so a resumed chain makes the same draws as an uninterrupted one.
+STREAM_TRAINING_DATA = 0x9E11      # the data policy's draws: which blocks generation g trains on
+STREAM_TRAINING = 0x7EA1           # the Trainer's seed for generation g (data order, dropout)
 
 
 # -- reading a chain back ------------------------------------------------------------
@@ -120,9 +126,15 @@ def mix_training_data(policy, seed: int, generation: int, real: np.ndarray,
     def tagged(blocks, source):
         return np.column_stack([blocks, np.full(len(blocks), source)])
     history = [tagged(generated[g], g) for g in range(generation)]
-    rng = np.random.default_rng([seed, generation, 0x9E11])
+    rng = np.random.default_rng([seed, STREAM_TRAINING_DATA, generation])
     mixed = policy.next_training_set(tagged(real, REAL_SOURCE), history, rng, n=len(real))
     return mixed[:, :-1], mixed[:, -1]
+
+
+def training_seed(seed: int, generation: int) -> int:
+    """The Trainer's seed for generation ``generation``: an int below 2**32 (what ``set_seed`` takes) from
+    ``SeedSequence([seed, STREAM_TRAINING, generation])``, so any seed in ``[0, 2**32)`` works."""
+    return int(np.random.SeedSequence([seed, STREAM_TRAINING, generation]).generate_state(1)[0])
 
 
 def chain_dir(settings: ChainSettings, runs_dir: str | Path | None = "", profile: str = "quick") -> Path:
@@ -170,15 +182,8 @@ def build_manifest(run_dir: Path, g: int, base_fingerprint: str | None) -> dict:
             "base_model": base_fingerprint}
 
 
-def _later_generations(run_dir: Path, g: int) -> list[str]:
-    return sorted(p.name for p in run_dir.glob("gen_*") if p.is_dir() and p.name >= f"gen_{g:02d}")
-
-
 def _advice(run_dir: Path, g: int) -> str:
-    names = _later_generations(run_dir, g) or [f"gen_{g:02d}"]
-    listed = names[0] if len(names) == 1 else f"{names[0]} to {names[-1]}"
-    return (f"delete {run_dir / names[0]}" + (" and the later generation folders" if len(names) > 1 else "")
-            + f" ({listed}) to recompute {'it' if len(names) == 1 else 'them'}")
+    return runs.delete_advice(run_dir, g)
 
 
 def _check_generation(run_dir: Path, g: int, n_rows: int | None, need_model: bool, hashes: dict) -> str | None:
@@ -238,6 +243,15 @@ def _check_generation(run_dir: Path, g: int, n_rows: int | None, need_model: boo
     return None
 
 
+def _recorded_rows(run_dir: Path) -> int | None:
+    """The number of training blocks generation 0 recorded (None: not readable)."""
+    try:
+        metrics0 = runs.read_json(runs.generation_dir(run_dir, 0) / runs.METRICS)
+        return int(metrics0["training_data"]["n_blocks"])
+    except (CorruptRunError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def verify_generations(run_dir: str | Path, n_models: int, need_model: bool = True) -> int:
     """Check every complete generation below ``n_models`` (generations 0 .. n_models - 1); return how many there are (a prefix).
 
@@ -249,26 +263,16 @@ def verify_generations(run_dir: str | Path, n_models: int, need_model: bool = Tr
     from .data import count_rows
 
     run_dir = Path(run_dir)
-    complete = [runs.is_complete(run_dir, g) for g in range(n_models)]
-    n_done = complete.index(False) if False in complete else n_models
-    stray = [g for g in range(n_done, n_models) if complete[g]]
-    if stray:
-        raise CorruptRunError(
-            f"{run_dir}: gen_{stray[0]:02d} is complete but gen_{n_done:02d} before it is not, so it was made "
-            f"from data that is gone; {_advice(run_dir, n_done)}")
-    n_rows = None
-    train = run_dir / "data" / "train.arrow"
     hashes: dict = {}
-    for g in range(n_done):
-        if g == 0 or n_rows is None:
-            try:
-                metrics0 = runs.read_json(runs.generation_dir(run_dir, 0) / runs.METRICS)
-                n_rows = int(metrics0["training_data"]["n_blocks"])
-            except (CorruptRunError, KeyError, TypeError, ValueError):
-                n_rows = None
-        problem = _check_generation(run_dir, g, n_rows, need_model, hashes)
+
+    def check(g: int) -> None:
+        problem = _check_generation(run_dir, g, _recorded_rows(run_dir), need_model, hashes)
         if problem:
             raise CorruptRunError(f"{run_dir}: generation {g} is not usable: {problem}; {_advice(run_dir, g)}")
+
+    n_done = runs.complete_generations(run_dir, n_models, check)  # the shared resume point (mcutils.runs)
+    n_rows = _recorded_rows(run_dir) if n_done else None
+    train = run_dir / "data" / "train.arrow"
     if n_done < n_models:  # what a killed run left of the next generation
         folder = runs.generation_dir(run_dir, n_done)
         if n_rows is None and train.is_file():
@@ -278,7 +282,7 @@ def verify_generations(run_dir: str | Path, n_models: int, need_model: bool = Tr
             try:
                 rows = count_rows(samples)
             except CorruptRunError as exc:
-                raise CorruptRunError(f"{exc}".split(";")[0] + f"; delete it to generate it again") from None
+                raise CorruptRunError(f"{exc}".split(";")[0] + "; delete it to generate it again") from None
             if rows != n_rows:
                 raise CorruptRunError(f"{samples} holds {rows} rows, not the {n_rows} this chain makes; "
                                       "delete it to generate it again")
@@ -345,8 +349,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
         def prepare():
             runs.check_writable_dir(run_dir.parent, "runs_dir")
             runs.check_writable_dir(run_dir, "the chain's folder")
-            stack.enter_context(runs.locked(run_dir, "chain"))
-            runs.remove_scratch(run_dir)  # what a killed run left; safe, the folder is ours now
+            stack.enter_context(runs.writing(run_dir, "chain"))  # the lock; scratch cleared now and at the end
 
         _on_main(prepare)  # every process stops if the first cannot have the folder
         try:
@@ -358,9 +361,6 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
             if error is None:
                 raise
             raise error from None
-        finally:
-            if dist.is_main():
-                runs.remove_scratch(run_dir)
 
 
 def _on_main(action) -> None:
@@ -461,13 +461,13 @@ def _copy_dir_atomically(source: Path, target: Path) -> None:
 
 
 class _Chain:
-    """The state of one chain run; one method per step of a generation."""
+    """The state of one chain run; one method per step of a generation (see :meth:`generation`)."""
 
     def __init__(self, settings: ChainSettings, run_dir: Path, device: str, progress: bool,
                  keep_models: bool, log):
         from . import model as lm_model
 
-        self.s, self.run_dir, self.device = settings, run_dir, device
+        self.settings, self.run_dir, self.device = settings, run_dir, device
         self.progress, self.keep_models, self.log = progress, keep_models, log
         self.base, self.tokenizer = lm_model.load_base_model(settings, device, progress, log)
         self.base_fingerprint = self._check_base_model()
@@ -495,13 +495,14 @@ class _Chain:
             stored = (runs.read_json(runs.generation_dir(self.run_dir, 0) / runs.METRICS).get(MANIFEST)
                       or {}).get("base_model")
         if stored is not None and stored != fingerprint:
-            where = "the cached tiny model (MCUTILS_CACHE_DIR)" if self.s.model == "tiny" else repr(self.s.model)
+            model = self.settings.model
+            where = "the cached tiny model (MCUTILS_CACHE_DIR)" if model == "tiny" else repr(model)
             raise CorruptRunError(
                 f"{self.run_dir} was started from another base model than {where} is now (fingerprint {stored}, "
                 f"now {fingerprint}); its generations would not continue the same chain. Restore that model, "
                 f"or delete {self.run_dir} to start the chain again")
         if not path.is_file() and dist.is_main():
-            runs.atomic_write_json(path, {"model": self.s.model, "fingerprint": fingerprint})
+            runs.atomic_write_json(path, {"model": self.settings.model, "fingerprint": fingerprint})
         dist.barrier()
         return fingerprint
 
@@ -518,7 +519,7 @@ class _Chain:
 
         folder = self.run_dir / "data"
         if not dist.agree(all((folder / f"{split}.arrow").is_file() for split in SPLITS)) and dist.is_main():
-            blocks = load_blocks(self.s, self.tokenizer)
+            blocks = load_blocks(self.settings, self.tokenizer)
             for split in SPLITS:
                 save_blocks(folder / f"{split}.arrow", blocks[split])
         dist.barrier()
@@ -528,21 +529,21 @@ class _Chain:
         from .generate import check_lengths
 
         n_train = len(self.blocks["train"])
-        if n_train < self.s.batch_size:
+        if n_train < self.settings.batch_size:
             raise validate.ParameterError(
-                f"the training split has {n_train} blocks of {self.s.block_size} tokens, fewer than one "
-                f"batch of batch_size={self.s.batch_size}")
-        if self.s.real_fraction > 0 and self.s.n_real_kept(n_train) == 0:
+                f"the training split has {n_train} blocks of {self.settings.block_size} tokens, fewer than one "
+                f"batch of batch_size={self.settings.batch_size}")
+        if self.settings.real_fraction > 0 and self.settings.n_real_kept(n_train) == 0:
             raise validate.ParameterError(
-                f"real_fraction={self.s.real_fraction} keeps no block of {n_train}; raise it")
-        check_lengths(self.base, self.s.block_size, self.s.block_size)
+                f"real_fraction={self.settings.real_fraction} keeps no block of {n_train}; raise it")
+        check_lengths(self.base, self.settings.block_size, self.settings.block_size)
 
     def _generated(self, generation: int) -> np.ndarray:
         from .data import read_blocks
         if generation not in self.samples:
             path = runs.generation_dir(self.run_dir, generation) / SAMPLES
             blocks = read_blocks(path)
-            expected = (len(self.blocks["train"]), self.s.block_size)
+            expected = (len(self.blocks["train"]), self.settings.block_size)
             if blocks.shape != expected:
                 raise CorruptRunError(f"{path} holds {blocks.shape[0]} blocks of {blocks.shape[1]} tokens, not the "
                                       f"{expected[0]} of {expected[1]} this chain makes; "
@@ -553,11 +554,12 @@ class _Chain:
     def training_data(self, generation: int) -> tuple[np.ndarray, np.ndarray]:
         """``(blocks, source)`` of generation ``generation``'s training set (see :func:`mix_training_data`)."""
         history = [self._generated(g) for g in range(generation)]
-        return mix_training_data(self.s.policy_object, self.s.seed, generation, self.blocks["train"], history)
+        return mix_training_data(self.settings.policy_object, self.settings.seed, generation, self.blocks["train"],
+                                 history)
 
     def prompts(self, generation: int) -> np.ndarray:
         """The blocks to continue: the real ones (the paper's text), or the newest generated ones."""
-        if self.s.prompts == "original" or generation == 0:
+        if self.settings.prompts == "original" or generation == 0:
             return self.blocks["train"]
         return self._generated(generation - 1)
 
@@ -576,40 +578,85 @@ class _Chain:
         return load_chain(self.run_dir, n_models - 1)
 
     def generation(self, g: int) -> dict:
-        from .data import save_blocks, save_table
-        from .generate import beam_continuations, continue_text
-        from .metrics import (perplexity, perplexity_by_true_probability, repeated_ngram_share,
-                              sequence_losses, summary, token_losses)
-
-        s, folder = self.s, runs.generation_dir(self.run_dir, g)
+        """Generation ``g``, step by step; each step reuses what a killed run already saved."""
         timing: dict[str, float] = {}
         start = time.perf_counter()
-        data, source = self.training_data(g)
-        model, training = self._trained_model(g, data, folder)
-        timing["train_s"] = time.perf_counter() - start
+        with _timed(timing, "train_s"):
+            data, source = self.training_data(g)
+            model, training = self.train(g, data)
+        with _timed(timing, "evaluate_s"):
+            evaluation = self.evaluate(model)
+        with _timed(timing, "generate_s"):
+            samples = self.regenerate(g, model)
+        with _timed(timing, "score_s"):
+            columns, metrics = self.score(g, model, samples, evaluation)
+            metrics = {"generation": g, "training_data": _describe_training_data(data, source),
+                       "training": training, **metrics}
+        timing["total_s"] = time.perf_counter() - start
+        self.save(g, metrics, columns, timing)
+        return metrics
 
-        tick = time.perf_counter()
-        score = dict(batch_size=s.eval_batch_size, device=self.device)
-        test_token_losses = token_losses(model, self.blocks["test"], **score)
-        test_losses = test_token_losses.mean(axis=1)
-        validation_losses = sequence_losses(model, self.blocks["validation"], **score)
-        timing["evaluate_s"] = time.perf_counter() - tick
+    # -- the steps of a generation ---------------------------------------------------------
+    def _scoring(self) -> dict:
+        return dict(batch_size=self.settings.eval_batch_size, device=self.device)
 
-        tick = time.perf_counter()
-        if dist.agree((folder / SAMPLES).is_file()):
-            samples = self._generated(g)
-        else:
-            samples = beam_continuations(
-                model, self.prompts(g), new_tokens=s.block_size, num_beams=s.num_beams,
-                repetition_penalty=s.repetition_penalty, batch_size=s.generation_batch_size,
-                device=self.device, progress=self.progress, description=f"generate gen {g}")
-            if dist.is_main():
-                save_blocks(folder / SAMPLES, samples)
-            dist.barrier()
-            self.samples[g] = samples
-        timing["generate_s"] = time.perf_counter() - tick
+    def train(self, g: int, data: np.ndarray):
+        """Generation ``g``'s fine-tuned model and its training record: loaded if a killed run saved it."""
+        from . import model as lm_model
+        from .train import fine_tune
 
-        tick = time.perf_counter()
+        folder = runs.generation_dir(self.run_dir, g)
+        if dist.agree((folder / MODEL / TRAINED).is_file()):
+            return _load_model(folder / MODEL), runs.read_json(folder / MODEL / TRAINED)
+        settings = self.settings
+        model = lm_model.fresh_copy(self.base)
+        result = fine_tune(model, data, self.blocks["validation"], epochs=settings.epochs,
+                           learning_rate=settings.learning_rate, min_learning_rate=settings.min_learning_rate,
+                           batch_size=settings.batch_size, weight_decay=settings.weight_decay,
+                           seed=training_seed(settings.seed, g), device=self.device,
+                           precision=settings.precision, eval_batch_size=settings.eval_batch_size,
+                           progress=self.progress, description=f"train gen {g}")
+        training = result.to_dict()
+        if dist.is_main():
+            folder.mkdir(parents=True, exist_ok=True)
+            lm_model.save_model(model, folder / MODEL)
+            runs.atomic_write_json(folder / MODEL / TRAINED, training)
+        dist.barrier()
+        # Continue from the saved weights, so a resumed run and this one use identical numbers.
+        return _load_model(folder / MODEL), training
+
+    def evaluate(self, model) -> dict:
+        """The model's losses on the real test blocks (per token) and validation blocks (per block)."""
+        from .metrics import sequence_losses, token_losses
+
+        return {"test_token_losses": token_losses(model, self.blocks["test"], **self._scoring()),
+                "validation_losses": sequence_losses(model, self.blocks["validation"], **self._scoring())}
+
+    def regenerate(self, g: int, model) -> np.ndarray:
+        """The next training data: the model's beam-search continuation of every prompt block (saved at once)."""
+        from .data import save_blocks
+        from .generate import beam_continuations
+
+        path = runs.generation_dir(self.run_dir, g) / SAMPLES
+        if dist.agree(path.is_file()):
+            return self._generated(g)
+        settings = self.settings
+        samples = beam_continuations(
+            model, self.prompts(g), new_tokens=settings.block_size, num_beams=settings.num_beams,
+            repetition_penalty=settings.repetition_penalty, batch_size=settings.generation_batch_size,
+            device=self.device, progress=self.progress, description=f"generate gen {g}")
+        if dist.is_main():
+            save_blocks(path, samples)
+        dist.barrier()
+        self.samples[g] = samples
+        return samples
+
+    def score(self, g: int, model, samples: np.ndarray, evaluation: dict) -> tuple[dict, dict]:
+        """``(per-block columns, metrics)``: the samples scored by generation 0, the model's test scores."""
+        from .generate import continue_text
+        from .metrics import perplexity, perplexity_by_true_probability, repeated_ngram_share, sequence_losses, summary
+
+        settings, score = self.settings, self._scoring()
         scorer = model if g == 0 else self._gen0_model()
         columns = {"gen0_perplexity": np.exp(sequence_losses(scorer, samples, **score))}
         if self.language is not None:
@@ -619,32 +666,35 @@ class _Chain:
         sample_metrics["repeated_4gram_share"] = repeated_ngram_share(samples)
         sample_metrics["n_blocks"] = int(len(samples))
 
+        test_token_losses = evaluation["test_token_losses"]
         example_prompt = self.tokenizer.decode(self.blocks["test"][0])
         metrics = {
-            "generation": g,
-            "training_data": {"n_blocks": int(len(data)), "n_real_blocks": int(np.sum(source == REAL_SOURCE)),
-                              "blocks_by_source": {str(k): int(v) for k, v in zip(*np.unique(source, return_counts=True))}},
-            "training": training,
-            "test_perplexity": perplexity(test_losses),
+            "test_perplexity": perplexity(test_token_losses.mean(axis=1)),
             "test_perplexity_by_true_probability": (
                 perplexity_by_true_probability(test_token_losses, self.language.token_log_probs(self.blocks["test"]))
                 if self.language is not None else None),
-            "validation_perplexity": perplexity(validation_losses),
+            "validation_perplexity": perplexity(evaluation["validation_losses"]),
             "samples": sample_metrics,
             "example": {"prompt": example_prompt,
                         "continuation": continue_text(model, self.tokenizer, example_prompt,
-                                                      new_tokens=s.block_size, num_beams=s.num_beams,
-                                                      repetition_penalty=s.repetition_penalty,
+                                                      new_tokens=settings.block_size, num_beams=settings.num_beams,
+                                                      repetition_penalty=settings.repetition_penalty,
                                                       device=self.device)},
         }
         if g == 0:
             metrics.update(self._generation0_extras(score))
-        timing["score_s"] = time.perf_counter() - tick
-        timing["total_s"] = time.perf_counter() - start
-        import torch
-        # CPU results depend (slightly, then chaotically over generations) on the thread count
-        timing.update(world_size=dist.rank_and_world()[1], device=self.device, torch_threads=torch.get_num_threads())
+        return columns, metrics
 
+    def save(self, g: int, metrics: dict, columns: dict, timing: dict) -> None:
+        """Write the generation; ``metrics.json`` last, with its manifest: then the generation is complete."""
+        import torch
+
+        from .data import save_table
+
+        folder = runs.generation_dir(self.run_dir, g)
+        # CPU results depend (slightly, then chaotically over generations) on the thread count
+        timing = {**timing, "world_size": dist.rank_and_world()[1], "device": self.device,
+                  "torch_threads": torch.get_num_threads()}
         if dist.is_main():
             save_table(folder / PER_SEQUENCE, _table(columns))
             runs.atomic_write_json(folder / TIMING, timing)
@@ -653,34 +703,9 @@ class _Chain:
             if g > 0 and not self.keep_models:
                 shutil.rmtree(folder / MODEL, ignore_errors=True)
         dist.barrier()
-        return metrics
-
-    def _trained_model(self, g: int, data: np.ndarray, folder: Path):
-        """Generation ``g``'s fine-tuned model: loaded if a killed run saved it, else trained now."""
-        from . import model as lm_model
-        from .train import fine_tune
-
-        if dist.agree((folder / MODEL / TRAINED).is_file()):
-            return _load_model(folder / MODEL), runs.read_json(folder / MODEL / TRAINED)
-        model = lm_model.fresh_copy(self.base)
-        result = fine_tune(model, data, self.blocks["validation"], epochs=self.s.epochs,
-                           learning_rate=self.s.learning_rate, min_learning_rate=self.s.min_learning_rate,
-                           batch_size=self.s.batch_size, weight_decay=self.s.weight_decay,
-                           seed=self.s.seed * 1000 + g, device=self.device, precision=self.s.precision,
-                           eval_batch_size=self.s.eval_batch_size, progress=self.progress,
-                           description=f"train gen {g}")
-        training = result.to_dict()
-        if dist.is_main():
-            folder.mkdir(parents=True, exist_ok=True)
-            lm_model.save_model(model, folder / MODEL)
-            runs.atomic_write_json(folder / MODEL / TRAINED, training)
-        dist.barrier()
-        # Continue from the saved weights, so a resumed run and this one use identical numbers.
-        model = _load_model(folder / MODEL)
-        return model, training
 
     def _gen0_model(self):
-        from . import model as lm_model
+        """Generation 0's model, which scores every generation's samples (loaded once)."""
         if self.gen0_model is None:
             self.gen0_model = _load_model(runs.generation_dir(self.run_dir, 0) / MODEL)
         return self.gen0_model
@@ -706,8 +731,23 @@ class _Chain:
         }
         if self.language is not None:
             extras["source_true_perplexity"] = self.language.true_perplexity
-            extras["pretraining"] = lm_model.info(self.s).get("pretraining")
+            extras["pretraining"] = lm_model.info(self.settings).get("pretraining")
         return extras
+
+
+@contextmanager
+def _timed(timing: dict, key: str):
+    """Record the seconds the block took in ``timing[key]``."""
+    tick = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[key] = time.perf_counter() - tick
+
+
+def _describe_training_data(data: np.ndarray, source: np.ndarray) -> dict:
+    return {"n_blocks": int(len(data)), "n_real_blocks": int(np.sum(source == REAL_SOURCE)),
+            "blocks_by_source": {str(k): int(v) for k, v in zip(*np.unique(source, return_counts=True))}}
 
 
 def room_needed(model_bytes: int) -> int:

@@ -18,6 +18,9 @@ from .hub import HubUnavailable, hub_offline, offline_advice
 from .settings import SYNTHETIC, WIKITEXT, ChainSettings
 
 SPLITS = ("train", "validation", "test")
+# The synthetic text of each split is sample ``SPLIT_SAMPLES[split]`` of the language
+# (``default_rng([language seed, sample, STREAM_TEXT])``, :mod:`mcutils.lm.language`).
+SPLIT_SAMPLES = {"train": 1, "validation": 2, "test": 3}
 
 
 def cut_blocks(token_ids, block_size: int) -> np.ndarray:
@@ -50,10 +53,10 @@ def synthetic_texts(settings: ChainSettings, language=None) -> dict[str, list[st
     from .language import SyntheticLanguage
     language = language or SyntheticLanguage(settings.language)
     corpus = settings.corpus
-    return {split: language.sample_text(getattr(corpus, f"{split}_tokens"), seed=i + 1,
+    return {split: language.sample_text(getattr(corpus, f"{split}_tokens"), seed=SPLIT_SAMPLES[split],
                                         words_per_line=corpus.words_per_line,
                                         document_length=document_length(settings))
-            for i, split in enumerate(SPLITS)}
+            for split in SPLITS}
 
 
 def document_length(settings: ChainSettings) -> int:

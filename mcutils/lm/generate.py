@@ -6,7 +6,7 @@ official code calls Hugging Face's ``generate`` with ``num_beams=5`` and
 ``min_new_tokens = max_new_tokens = 64`` (so every continuation is a full
 block) and ``repetition_penalty=3.0``, the paper's ablation uses 2.0 (here a
 parameter, 1.0 = off).  The 64 new tokens, without the prompt, are the new
-block.  Batches are sharded across processes by :mod:`mcutils.lm.dist`.
+block.  Batches are sharded across processes by :mod:`mcutils.lm.dist` (Accelerate).
 """
 from __future__ import annotations
 

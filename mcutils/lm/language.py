@@ -61,6 +61,16 @@ _VOWELS = "aeiou"
 _N_FUNCTION_WORDS = 16  # the most frequent words belong to no topic
 
 
+
+# Seed streams: every draw is ``numpy.random.default_rng([language seed, STREAM])`` (the book's one
+# convention); a text sample adds its own id, ``[language seed, sample, STREAM_TEXT]``.
+STREAM_WORDS = 0x1A9            # the pseudo-words' spellings
+STREAM_GRAMMAR = 0x2B7          # the target language's grammar
+STREAM_OTHER_GRAMMAR = 0x3C5    # the related grammar mixed into the pre-training language
+STREAM_TOPICS = 0x4D1           # the topics' word sets
+STREAM_TEXT = 0x5E3             # a text sample of the target language
+STREAM_PRETRAINING_TEXT = 0x5E4  # a text sample of the related (pre-training) language
+
 @dataclass(frozen=True)
 class LanguageSpec:
     """The settings that define a synthetic language (all of them go into run names)."""
@@ -144,12 +154,12 @@ class SyntheticLanguage:
         s = self.spec
         weights = (np.arange(1, s.n_words + 1) + s.zipf_offset) ** -s.zipf_exponent
         self.unigram = weights / weights.sum()
-        self.words = _pseudo_words(s.n_words, np.random.default_rng([s.seed, 0x1A9]))
-        grammar = self._grammar(np.random.default_rng([s.seed, 0x2B7]))
-        other = self._grammar(np.random.default_rng([s.seed, 0x3C5]))
+        self.words = _pseudo_words(s.n_words, np.random.default_rng([s.seed, STREAM_WORDS]))
+        grammar = self._grammar(np.random.default_rng([s.seed, STREAM_GRAMMAR]))
+        other = self._grammar(np.random.default_rng([s.seed, STREAM_OTHER_GRAMMAR]))
         self.grammar = grammar
         self.pretraining_grammar = (1 - s.domain_shift) * grammar + s.domain_shift * other
-        self.topics = self._topics(np.random.default_rng([s.seed, 0x4D1]))
+        self.topics = self._topics(np.random.default_rng([s.seed, STREAM_TOPICS]))
 
     # -- construction -------------------------------------------------------------
     def _grammar(self, rng: np.random.Generator) -> np.ndarray:
@@ -230,7 +240,7 @@ class SyntheticLanguage:
         validate.positive_int("n_documents", n_documents)
         validate.positive_int("length", length)
         s = self.spec
-        rng = np.random.default_rng([s.seed, seed, 0x5E3 + int(pretraining)])
+        rng = np.random.default_rng([s.seed, seed, STREAM_PRETRAINING_TEXT if pretraining else STREAM_TEXT])
         grammar = self.pretraining_grammar if pretraining else self.grammar
         stationary = self.pretraining_stationary if pretraining else self.stationary
         # Every row sums to 1, so one running sum puts row v's cumulative weights in (v, v + 1].

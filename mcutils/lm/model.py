@@ -30,8 +30,21 @@ from . import dist
 from .hub import HubUnavailable, hub_offline, offline_advice
 from .settings import TINY, ChainSettings
 
-CACHE_FORMAT = 3  # bump when the way the tiny model is built changes
+CACHE_FORMAT = 4  # bump when the way the tiny model is built changes (4: seeds from SeedSequence streams)
+# The tiny model's pre-training text: samples of the related language (``seed`` of ``sample_text``,
+# which draws from ``default_rng([language seed, sample, STREAM_PRETRAINING_TEXT])``).
+PRETRAINING_SAMPLE = 101         # the pre-training blocks
+HELD_OUT_SAMPLE = 102            # the held-out blocks that choose the best epoch
+# Its torch seeds: ``SeedSequence([language seed, STREAM])`` (see :func:`tiny_seed`).
+STREAM_TINY_WEIGHTS = 0x71A1     # the initial weights
+STREAM_TINY_TRAINING = 0x71A2    # the Trainer's seed (data order, dropout)
 PRETRAINING_INFO = "mcutils_pretraining.json"
+
+
+def tiny_seed(language_seed: int, stream: int) -> int:
+    """An int seed below 2**32 for one purpose of the tiny model's pre-training."""
+    import numpy as np
+    return int(np.random.SeedSequence([language_seed, stream]).generate_state(1)[0])
 
 
 def cache_dir() -> Path:
@@ -142,16 +155,17 @@ def _build_tiny(settings: ChainSettings, target: Path, device: str, progress: bo
     language = SyntheticLanguage(settings.language)
     tokenizer = language.tokenizer()
     text = dict(document_length=document_length(settings), pretraining=True)
-    blocks = tokenize_and_cut(language.sample_text(spec.pretrain_tokens, seed=101, **text),
+    blocks = tokenize_and_cut(language.sample_text(spec.pretrain_tokens, seed=PRETRAINING_SAMPLE, **text),
                               tokenizer, settings.block_size)
-    held_out = tokenize_and_cut(language.sample_text(64 * settings.block_size, seed=102, **text),
+    held_out = tokenize_and_cut(language.sample_text(64 * settings.block_size, seed=HELD_OUT_SAMPLE, **text),
                                 tokenizer, settings.block_size)
-    torch.manual_seed(settings.language.seed)
+    torch.manual_seed(tiny_seed(settings.language.seed, STREAM_TINY_WEIGHTS))
     model = OPTForCausalLM(tiny_config(len(tokenizer), settings))
     result = fine_tune(model, blocks, held_out, epochs=spec.pretrain_epochs,
                        learning_rate=spec.pretrain_learning_rate,
                        min_learning_rate=spec.pretrain_learning_rate / 100,
-                       batch_size=spec.pretrain_batch_size, seed=settings.language.seed, device=device,
+                       batch_size=spec.pretrain_batch_size, device=device,
+                       seed=tiny_seed(settings.language.seed, STREAM_TINY_TRAINING),
                        progress=progress, description="pre-train tiny OPT")
     if dist.is_main():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,13 @@ SYNTHETIC = "synthetic"  # the synthetic language of :mod:`mcutils.lm.language`
 WIKITEXT = "wikitext"    # load_dataset("wikitext", "wikitext-2-raw-v1")
 PROMPTS = ("original", "previous")
 PRECISIONS = ("fp32", "bf16", "fp16")
-ENGINE_VERSION = 1  # part of every run name: bump when the same settings would give other numbers
-# Generation g of a chain trains with the seed ``seed * 1000 + g``, which numpy's seeding (Trainer's
-# set_seed) takes only below 2**32: these bounds keep every derived seed in range.
+# Part of every run name: bump when the same settings would give other numbers.
+# 2: seeds derived by SeedSequence([seed, STREAM, generation]) (mcutils.lm.chain), not seed * 1000 + g.
+ENGINE_VERSION = 2
 MAX_GENERATIONS = 1000
-MAX_SEED = (validate.MAX_SEED - (MAX_GENERATIONS - 1)) // 1000  # 4294966
+# Generation g trains with a seed drawn from SeedSequence([seed, STREAM_TRAINING, g]), always below 2**32
+# (what numpy's legacy seeding, Trainer's set_seed, takes), so every seed numpy takes is a chain's seed.
+MAX_SEED = validate.MAX_SEED  # 2**32 - 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -227,7 +229,8 @@ class ChainSettings:
     dataset_config: str | None = field(default=None, metadata={
         "help": "the dataset's configuration name, if any", "what": "a dataset configuration name"})
     seed: int = field(default=0, metadata={
-        "help": "the chain's seed (generation g trains with seed * 1000 + g)", "minimum": 0, "maximum": MAX_SEED})
+        "help": "the chain's seed (generation g draws from SeedSequence([seed, stream, g]))",
+        "minimum": 0, "maximum": MAX_SEED})
     policy: str = field(default="replace", metadata={
         "help": "data policy: train on the newest samples (replace), on all data so far (accumulate) "
                 "or on a subsample of it the size of the real data (accumulate-subsample)",

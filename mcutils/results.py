@@ -112,7 +112,6 @@ def gather(notebooks: Iterable[str | Path]) -> list[Claim]:
 
 NUMBERS_KEY = "mcutils_numbers"
 TOLERANCES_FILE = "book/_tolerances.json"
-TOLERANCE_FACTOR = 3.0  # tolerance = this × the largest deviation measured across machine configurations
 
 
 @dataclass

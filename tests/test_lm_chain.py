@@ -68,6 +68,28 @@ def test_metrics_and_arrays_read_back(reference):
     assert np.median(scores["gen0_perplexity"]) == pytest.approx(reference.series("samples", "gen0_perplexity", "q50")[1])
     assert len(reference.real_per_sequence()["gen0_perplexity"]) == 64
     assert all(e["continuation"] for e in reference.examples())
+    for m in reference.metrics:  # measured against the synthetic truth
+        assert 0 <= m["samples"]["topic_kept"] <= 1 and 0 < m["samples"]["distinct_share"] <= 1
+        assert 0 <= m["samples"]["off_grammar_share"] <= 1
+    assert 0 < m0["real_data"]["off_grammar_share"] < 1
+    assert m0["source_test_perplexity"] >= m0["source_true_perplexity"]  # short blocks: the topic is unsure at first
+
+
+def test_chains_run_side_by_side_give_the_numbers_of_chains_run_one_by_one(reference, env, tmp_path):
+    other = settings.smoke(seed=1)
+    side_by_side = chain.run_chains([settings.smoke(), other], N_MODELS - 1, jobs=2, runs_dir=tmp_path,
+                                    device="cpu", log=lambda message: None)
+    alone = _run(tmp_path / "alone", seed=1)
+    assert [c.run_dir.name for c in side_by_side] == [reference.run_dir.name, alone.run_dir.name]
+    assert side_by_side[0].metrics == reference.metrics
+    assert side_by_side[1].metrics == alone.metrics
+
+
+def test_run_chains_refuses_a_bad_jobs_count_before_any_work(tmp_path):
+    from mcutils import validate
+    with pytest.raises(validate.ParameterError, match="jobs must be"):
+        chain.run_chains([settings.smoke()], 1, jobs=0, runs_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_rerun_recomputes_nothing(reference, monkeypatch):

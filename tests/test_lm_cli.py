@@ -162,3 +162,47 @@ def test_a_flag_that_does_not_parse_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["--precision", "fp8"])
     assert caught.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def _chapter_parameters(name="06_opt125m"):
+    """The default parameters of a chapter (its cell tagged "parameters"), as Python values."""
+    import ast
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "book" / f"{name}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.AnnAssign):
+            out[node.target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def test_no_flags_runs_the_opt125m_chapters_quick_setting_1_for_its_first_seed(monkeypatch):
+    import torch
+
+    from mcutils import lm
+    from mcutils.lm import chain
+
+    called = {}
+
+    def fake_run_chain(st, n_generations, **kwargs):
+        called.update(settings=st, n_generations=n_generations, threads=torch.get_num_threads(), **kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(chain, "run_chain", fake_run_chain)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit):
+            main(["--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+    p = _chapter_parameters()
+    engine_profile, overrides = lm.chapter_settings(p["profile"], p["lm_profile"], p["lm_model"], p["lm_dataset"],
+                                                    p["lm_train_tokens"])
+    chapter = lm.for_profile(engine_profile, seed=p["seed"], policy="replace", epochs=p["epochs_setting1"],
+                             **overrides)
+    assert called["settings"].run_name == chapter.run_name
+    assert called["n_generations"] == p["n_generations"]
+    assert called["threads"] == p["cpu_threads"] == 1

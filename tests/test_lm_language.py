@@ -87,3 +87,40 @@ def test_bad_language_settings_fail_clearly():
         LanguageSpec(smoothing=0.0)
     with pytest.raises(ParameterError, match="topic_words"):
         LanguageSpec(n_words=20, topic_words=10)
+
+
+def test_topic_posterior_is_bayes_rule_by_brute_force(lang):
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, SMALL.n_words, size=(3, 6))
+    got = lang.topic_posterior(rows + N_SPECIAL)
+    for row, posterior in zip(rows, got):
+        joint = np.array([lang.stationary[z][row[0]]
+                          * np.prod([lang.transition(z)[a, b] for a, b in zip(row[:-1], row[1:])])
+                          for z in range(SMALL.n_topics)])
+        np.testing.assert_allclose(posterior, joint / joint.sum(), rtol=1e-10)
+
+
+def test_topic_of_recovers_the_topic_a_long_document_was_sampled_from():
+    from mcutils.lm import language as lg
+    big = SyntheticLanguage(LanguageSpec(seed=5))
+    ids = big.sample_ids(32, 256, seed=9)
+    drawn = np.random.default_rng([5, 9, lg.STREAM_TEXT]).permutation(np.arange(32) % big.spec.n_topics)
+    assert np.mean(big.topic_of(ids + N_SPECIAL) == drawn) >= 0.95  # 256 words name the topic almost surely
+
+
+def test_off_grammar_marks_exactly_the_transitions_only_the_back_off_makes(lang):
+    z = 1
+    pure = (1 - SMALL.smoothing) * ((1 - SMALL.topic_share) * lang.grammar
+                                    + SMALL.topic_share * lang.topics[z][None, :])
+    prev, nxt = np.nonzero(pure == 0)
+    ok_prev, ok_next = np.nonzero(pure > 0)
+    rows = np.stack([np.r_[prev[:3], ok_prev[:3]], np.r_[nxt[:3], ok_next[:3]]], axis=1) + N_SPECIAL
+    marked = lang.off_grammar(rows, np.full(len(rows), z))
+    assert marked[:, 0].tolist() == [True] * 3 + [False] * 3
+
+
+def test_real_text_has_few_back_off_transitions_beam_like_text_none():
+    big = SyntheticLanguage(LanguageSpec(seed=2))
+    blocks = big.sample_ids(16, 256, seed=3).reshape(-1, 64) + N_SPECIAL
+    share = big.off_grammar(blocks, big.topic_of(blocks)).mean()
+    assert 0 < share < big.spec.smoothing  # the back-off fires at rate ε, sometimes on a grammatical word

@@ -43,25 +43,26 @@ from .settings import (ChainSettings, SyntheticCorpusSpec, TinyModelSpec, for_pr
                        smoke)
 
 __all__ = ["ChainSettings", "LanguageSpec", "SyntheticCorpusSpec", "TinyModelSpec", "quick", "paper", "smoke",
-           "for_profile", "chapter_settings", "run_chain", "load_chain", "chain_dir", "ChainResult",
-           "SyntheticLanguage"]
+           "for_profile", "chapter_settings", "run_chain", "run_chains", "load_chain", "chain_dir", "ChainResult",
+           "SyntheticLanguage", "language_of", "chain_seconds", "standin_tries"]
 
 
 def chapter_settings(profile: str, lm_profile: str = "", lm_model: str = "", lm_dataset: str = "",
-                     lm_train_tokens: int = 0) -> tuple[str, dict]:
+                     lm_train_tokens: int = 0, quick_profile: str = "quick") -> tuple[str, dict]:
     """``(engine profile, overrides)`` from a chapter's ``lm_*`` parameters.
 
     One registry of profiles: ``lm_profile`` empty follows the book's
-    ``profile`` (``"paper"`` runs the engine's paper profile, anything else its
-    quick one).  ``lm_model`` / ``lm_dataset`` empty keep the engine profile's;
+    ``profile`` (``"paper"`` runs the engine's paper profile, anything else
+    ``quick_profile``: the quick one, or ``"small"``, the unchecked stand-in of
+    :func:`~mcutils.lm.settings.small`).  ``lm_model`` / ``lm_dataset`` empty keep the engine profile's;
     ``lm_train_tokens`` (0: the profile's) sizes the synthetic language's
     training split.  A chapter then builds each chain's settings as
     ``for_profile(engine_profile, **overrides, seed=..., policy=...)``.
     """
     from .. import validate
 
-    engine_profile = lm_profile or ("paper" if profile == "paper" else "quick")
-    validate.choice("lm_profile", engine_profile, ["quick", "paper"])
+    engine_profile = lm_profile or ("paper" if profile == "paper" else quick_profile)
+    validate.choice("lm_profile", engine_profile, ["quick", "paper", "small"])
     validate.non_negative_int("lm_train_tokens", lm_train_tokens)
     overrides = {key: value for key, value in (("model", lm_model), ("dataset", lm_dataset)) if value}
     if lm_train_tokens and for_profile(engine_profile, **overrides).is_synthetic:
@@ -69,8 +70,39 @@ def chapter_settings(profile: str, lm_profile: str = "", lm_model: str = "", lm_
     return engine_profile, overrides
 
 
+def language_of(settings: ChainSettings):
+    """The synthetic language a chain's settings define (its exact likelihood, topics and tokenizer)."""
+    from .language import SyntheticLanguage
+    return SyntheticLanguage(settings.language)
+
+
+def chain_seconds(chain) -> float:
+    """Seconds a chain's generations took when they were computed (their ``timing.json``; 0 if absent)."""
+    import json
+
+    from .. import runs
+    total = 0.0
+    for g in range(chain.n_models):
+        path = runs.generation_dir(chain.run_dir, g) / "timing.json"
+        if path.is_file():
+            total += float(json.loads(path.read_text()).get("total_s", 0.0))
+    return total
+
+
+def standin_tries() -> list[dict]:
+    """The recorded tries that chose the quick profile's stand-in (``benchmarks/standin/t*.json`` of the
+    checkout; an empty list where mcutils is installed without one, as on Colab)."""
+    import json
+
+    from ..runs import repo_root
+    root = repo_root()
+    if root is None:
+        return []
+    return [json.loads(p.read_text()) for p in sorted((root / "benchmarks" / "standin").glob("[ts]*.json")) if p.name.count(".") == 1]
+
+
 def __getattr__(name):
-    if name in ("run_chain", "load_chain", "chain_dir", "ChainResult"):
+    if name in ("run_chain", "run_chains", "load_chain", "chain_dir", "ChainResult"):
         from . import chain
         return getattr(chain, name)
     if name == "SyntheticLanguage":

@@ -1,13 +1,15 @@
 """``python -m mcutils.lm``: run or resume a language-model chain outside notebooks.
 
-The defaults are the quick profile (tiny OPT, synthetic language, offline,
-two CPU cores).  ``--profile paper`` is the paper's setting 1 (OPT-125m on
+The defaults are the quick profile (the small OPT, synthetic language, offline,
+two CPU cores): with no flags this is the OPT-125m chapter's setting 1 for its
+first seed, the same chain (same run name, same numbers on the same machine:
+one torch thread on the CPU, as the chapter) for the chapter's 6 models.  ``--profile paper`` is the paper's setting 1 (OPT-125m on
 wikitext-2-raw-v1, from the hub).  Works under ``torchrun`` and ``accelerate
 launch``: training runs data-parallel, generation and scoring are sharded.
 
 Examples::
 
-    python -m mcutils.lm                                  # quick profile, 10 models (n_generations=9)
+    python -m mcutils.lm                                  # the OPT-125m chapter's quick setting 1, first seed
     python -m mcutils.lm --policy replace --real-fraction 0.1 --epochs 10
     python -m mcutils.lm --profile paper --device cuda    # OPT-125m on wikitext-2
     torchrun --nproc-per-node 2 -m mcutils.lm --n-generations 1
@@ -24,6 +26,9 @@ from .. import validate
 from .hub import check_hub
 from .settings import (PROFILES, ChainSettings, check_n_generations, check_precision, describe, field_kind,
                        for_profile, is_spec, overrides_from_dict)
+
+# n_generations when --n-generations is not given: what the profile's OPT-125m chapter runs.
+CHAPTER_GENERATIONS = {"quick": 5, "paper": 9, "smoke": 2, "small": 4}
 
 NESTED_HELP = textwrap.fill(
     "The nested settings language, corpus and tiny (the synthetic language, its corpus and the tiny model) "
@@ -74,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a JSON file of ChainSettings fields applied over the profile (flags given explicitly "
                         "win); the only way to set language, corpus and tiny")
     p.add_argument("--runs-dir", default="", help="runs folder (default: runs/<profile> in the checkout)")
-    p.add_argument("--n-generations", type=int, default=9,
-                   help="refits after generation 0 (default 9: the paper's 10 models a chain)")
+    p.add_argument("--n-generations", type=int, default=None,
+                   help="refits after generation 0 (default: the profile's chapter, quick 5 (6 models), "
+                        "paper 9 (the paper's 10 models a chain))")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (numbers are reproducible for a given count; default: torch's)")
+                   help="torch CPU threads (numbers are reproducible for a given count; default: 1 on the CPU, "
+                        "as the chapters)")
     p.add_argument("--keep-models", action="store_true", help="keep every generation's model (disk!)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for action in p._actions:  # HfArgumentParser makes --real_fraction and --real-fraction: show the dashes first
@@ -132,6 +139,8 @@ def _main(args) -> int:
         overrides = settings_file_overrides(args.settings)
         overrides.update(given_flags(args))
         settings = for_profile(args.profile, **overrides)
+        if args.n_generations is None:
+            args.n_generations = CHAPTER_GENERATIONS[args.profile]
         check_n_generations(args.n_generations)
         if args.runs_dir:
             from pathlib import Path
@@ -143,6 +152,8 @@ def _main(args) -> int:
             validate.integer("threads", args.threads, minimum=1, maximum=4096)
         device = validate.resolve_device(args.device)
         check_precision(settings.precision, device)
+        if args.threads is None and device == "cpu":
+            args.threads = 1  # the chapters' count: the same numbers as the book's
         if args.threads is not None:
             import torch
             torch.set_num_threads(args.threads)

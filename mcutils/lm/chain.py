@@ -26,6 +26,7 @@ work.  A chain's folder is locked (``.lock``) by the process writing it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import ExitStack, contextmanager
@@ -38,7 +39,7 @@ from .. import runs, validate
 from ..runs import CorruptRunError
 from . import dist
 from .hub import check_hub
-from .settings import (ENGINE_VERSION, ChainSettings, check_n_generations, check_precision, for_profile,
+from .settings import (ENGINE_VERSION, TINY, ChainSettings, check_n_generations, check_precision, for_profile,
                        generation0_view)
 
 SETTINGS_FILE = "settings.json"
@@ -363,6 +364,59 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
             raise error from None
 
 
+def run_chains(settings_list, n_generations: int = 9, *, jobs: int | None = None, runs_dir: str | Path | None = "",
+               profile: str = "quick", device: str = "auto", log=None) -> list[ChainResult]:
+    """:func:`run_chain` for several independent chains, ``jobs`` of them at once on the CPU.
+
+    Each chain is deterministic given its settings and the thread count, so running
+    chains side by side in separate processes changes no number, only the wall time:
+    on a machine with C cores and a chapter using T torch threads, ``jobs`` defaults to
+    ``C // T`` (at least 1).  Chains already complete are read back without a process.
+    Every job runs one chain at a time with the parent's torch thread count; the
+    shared pre-trained model is built first, once, in this process.  On a GPU, or
+    with one job, the chains run here one after the other.
+    """
+    import torch
+
+    settings_list = list(settings_list)
+    check_n_generations(n_generations)
+    resolved = validate.resolve_device(device)
+    threads = torch.get_num_threads()
+    if jobs is None:
+        jobs = max(1, (os.cpu_count() or 1) // max(threads, 1))
+    validate.positive_int("jobs", jobs)
+    kwargs = dict(runs_dir=runs_dir, profile=profile, device=device, progress=False, log=log)
+    pending = [k for k, st in enumerate(settings_list)
+               if not all(runs.is_complete(chain_dir(st, runs_dir, profile), g) for g in range(n_generations + 1))]
+    if jobs == 1 or len(pending) < 2 or resolved != "cpu" or dist.rank_and_world()[1] > 1:
+        return [run_chain(st, n_generations, **kwargs) for st in settings_list]
+    from . import model as lm_model
+    tiny = {str(lm_model.tiny_dir(st, resolved)): st for st in (settings_list[k] for k in pending) if st.model == TINY}
+    for st in tiny.values():
+        lm_model.ensure_tiny(st, resolved, progress=False, log=log or _default_log)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or torch state
+    with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context,
+                             initializer=_chain_worker_init, initargs=(threads,)) as pool:
+        futures = [pool.submit(_chain_worker, settings_list[k].to_dict(), n_generations, runs_dir, profile, device)
+                   for k in pending]
+        for future in futures:
+            future.result()  # a worker's error is raised here, with its message
+    return [run_chain(st, n_generations, **kwargs) for st in settings_list]  # all complete: read back
+
+
+def _chain_worker_init(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _chain_worker(settings: dict, n_generations: int, runs_dir, profile: str, device: str) -> str:
+    result = run_chain(ChainSettings.from_dict(settings), n_generations, runs_dir=runs_dir, profile=profile,
+                       device=device, progress=False, log=lambda message: None)
+    return str(result.run_dir)
+
+
 def _on_main(action) -> None:
     """Run ``action`` on the first process; a user error there is raised on every process (no hang)."""
     problem = None
@@ -644,7 +698,8 @@ class _Chain:
         samples = beam_continuations(
             model, self.prompts(g), new_tokens=settings.block_size, num_beams=settings.num_beams,
             repetition_penalty=settings.repetition_penalty, batch_size=settings.generation_batch_size,
-            device=self.device, progress=self.progress, description=f"generate gen {g}")
+            device=self.device, progress=self.progress, description=f"generate gen {g}",
+            backend=settings.beam_backend)
         if dist.is_main():
             save_blocks(path, samples)
         dist.barrier()
@@ -654,7 +709,8 @@ class _Chain:
     def score(self, g: int, model, samples: np.ndarray, evaluation: dict) -> tuple[dict, dict]:
         """``(per-block columns, metrics)``: the samples scored by generation 0, the model's test scores."""
         from .generate import continue_text
-        from .metrics import perplexity, perplexity_by_true_probability, repeated_ngram_share, sequence_losses, summary
+        from .metrics import (distinct_share, perplexity, perplexity_by_true_probability, repeated_ngram_share,
+                              sequence_losses, summary)
 
         settings, score = self.settings, self._scoring()
         scorer = model if g == 0 else self._gen0_model()
@@ -664,7 +720,14 @@ class _Chain:
         sample_metrics = {name: summary(values) for name, values in columns.items()}
         sample_metrics["tail"] = self.tail.survival(samples)
         sample_metrics["repeated_4gram_share"] = repeated_ngram_share(samples)
+        sample_metrics["distinct_share"] = distinct_share(samples)
         sample_metrics["n_blocks"] = int(len(samples))
+        if self.language is not None:
+            # Against the truth: does a continuation stay on its prompt's topic (the exact posterior), and
+            # how many of its transitions does only the source's back-off make?
+            prompt_topics = self.language.topic_of(self.prompts(g))
+            sample_metrics["topic_kept"] = float(np.mean(self.language.topic_of(samples) == prompt_topics))
+            sample_metrics["off_grammar_share"] = float(np.mean(self.language.off_grammar(samples, prompt_topics)))
 
         test_token_losses = evaluation["test_token_losses"]
         example_prompt = self.tokenizer.decode(self.blocks["test"][0])
@@ -723,14 +786,19 @@ class _Chain:
             columns["true_perplexity"] = self.language.sequence_perplexity(real)
         if dist.is_main():
             save_table(runs.generation_dir(self.run_dir, 0) / REFERENCE, _table(columns))
+        real_data = {**{name: summary(v) for name, v in columns.items()},
+                     "repeated_4gram_share": repeated_ngram_share(real), "n_blocks": int(len(real))}
+        if self.language is not None:
+            real_data["off_grammar_share"] = float(np.mean(self.language.off_grammar(real, self.language.topic_of(real))))
         extras = {
             "base_test_perplexity": perplexity(sequence_losses(self.base, self.blocks["test"], **score)),
-            "real_data": {**{name: summary(v) for name, v in columns.items()},
-                          "repeated_4gram_share": repeated_ngram_share(real), "n_blocks": int(len(real))},
+            "real_data": real_data,
             "n_parameters": int(sum(p.numel() for p in self.base.parameters())),
         }
         if self.language is not None:
             extras["source_true_perplexity"] = self.language.true_perplexity
+            # The source's own perplexity on the same test blocks (it too must infer each block's topic).
+            extras["source_test_perplexity"] = float(np.exp(-self.language.token_log_probs(self.blocks["test"]).mean()))
             extras["pretraining"] = lm_model.info(self.settings).get("pretraining")
         return extras
 

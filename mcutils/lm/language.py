@@ -315,6 +315,51 @@ class SyntheticLanguage:
         out[~valid] = -np.inf
         return out
 
+    def _word_ids(self, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(word ranks, valid rows)`` of a 2-D array of token ids (a row with a special token is invalid)."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        ids = (ids[None, :] if ids.ndim == 1 else ids) - N_SPECIAL
+        valid = np.all((ids >= 0) & (ids < self.spec.n_words), axis=1)
+        return np.where(valid[:, None], ids, 0), valid
+
+    def topic_posterior(self, token_ids: np.ndarray) -> np.ndarray:
+        """``P(z | x_0 … x_{L-1})`` of every row, shape ``(n, n_topics)``: exact Bayes over the topics.
+
+        ``log P(z | x) = log π_z(x_0) + Σ_t log P_z(x_t | x_{t-1}) - log P(x)``; a row holding a
+        special token gets the uniform posterior (it has no likelihood under any topic).
+        """
+        ids, valid = self._word_ids(token_ids)
+        s = self.spec
+        prev, nxt = ids[:, :-1], ids[:, 1:]
+        shared = (1 - s.smoothing) * (1 - s.topic_share) * self.grammar[prev, nxt] + s.smoothing * self.unigram[nxt]
+        log_post = np.log(self.stationary[:, ids[:, 0]].T)
+        log_post += np.log(shared[:, :, None] + (1 - s.smoothing) * s.topic_share * self.topics.T[nxt]).sum(axis=1)
+        log_post -= np.logaddexp.reduce(log_post, axis=1, keepdims=True)
+        out = np.exp(log_post)
+        out[~valid] = 1.0 / s.n_topics
+        return out
+
+    def topic_of(self, token_ids: np.ndarray) -> np.ndarray:
+        """The most probable topic of every row (the argmax of :meth:`topic_posterior`)."""
+        return self.topic_posterior(token_ids).argmax(axis=1)
+
+    def off_grammar(self, token_ids: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        """Which transitions of every row only the back-off ``ε·u`` makes, given each row's topic.
+
+        A transition ``v → w`` inside a document of topic ``z`` is *grammatical* when the grammar
+        has it (``S[v, w] > 0``) or ``w`` is one of ``z``'s words (``v_z[w] > 0``); every other one
+        has only the probability ``ε·u[w]`` the back-off gives it.  Real text holds a few (the source
+        makes them at that small rate); a model that invents transitions writes more.  Shape
+        ``(n, L - 1)``; a row with a special token counts as off-grammar throughout.
+        """
+        ids, valid = self._word_ids(token_ids)
+        topics = np.asarray(topics, dtype=np.int64).reshape(-1)
+        prev, nxt = ids[:, :-1], ids[:, 1:]
+        grammatical = (self.grammar[prev, nxt] > 0) | (self.topics[topics[:, None], nxt] > 0)
+        out = ~grammatical
+        out[~valid] = True
+        return out
+
     def block_log_likelihood(self, token_ids: np.ndarray) -> np.ndarray:
         """``log P(x_1 … x_{L-1} | x_0)`` of every row of token ids (see the module docstring)."""
         return self.token_log_probs(token_ids).sum(axis=1)

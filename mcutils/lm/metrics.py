@@ -122,6 +122,12 @@ def _share(reference: np.ndarray, present: np.ndarray) -> float:
     return float(np.mean(np.isin(reference, present))) if len(reference) else float("nan")
 
 
+def distinct_share(blocks: np.ndarray) -> float:
+    """The share of blocks that no other block repeats exactly (1.0: all distinct)."""
+    blocks = np.asarray(blocks)
+    return float(len(np.unique(blocks, axis=0)) / len(blocks)) if len(blocks) else float("nan")
+
+
 def repeated_ngram_share(blocks: np.ndarray, n: int = 4) -> float:
     """Mean share of a block's ``n``-grams that repeat an earlier one in the same block (Example 1's loops)."""
     blocks = np.asarray(blocks, dtype=np.int64)

@@ -188,7 +188,8 @@ def cost(name: str, threads: int = 1) -> dict:
 
 def load_tries(folder: Path = HERE) -> list[dict]:
     """The recorded tries, in the order they were tried (their names start with a number)."""
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("[ts]*.json")) if p.name.count(".") == 1]
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("[ts]*.json"))
+            if not p.name.endswith((".every-chain.json", ".cost.json"))]
 
 
 def report(records: list[dict]) -> str:

@@ -157,8 +157,10 @@ def main(argv=None) -> int:
         "written_by": "tools/measure_tolerances.py (make tolerances)",
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": detect_machine()[1], "factor": args.factor, "reference": REFERENCE,
-        "configs": {c: CONFIGS[c] for c in configs}, "test_config": TEST_CONFIG,
+        "configs": {**data.get("configs", {}), **{c: CONFIGS[c] for c in configs}}, "test_config": TEST_CONFIG,
     })
+    # --chapters measures some chapters again, perhaps on fewer configurations: say which ones each used
+    data.setdefault("configs_by_chapter", {}).update({chapter: configs for chapter in measured})
     data.setdefault("chapters", {}).update(measured)
     out.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {out} ({sum(len(v) for v in measured.values())} key numbers, "

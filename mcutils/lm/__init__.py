@@ -98,7 +98,8 @@ def standin_tries() -> list[dict]:
     root = repo_root()
     if root is None:
         return []
-    return [json.loads(p.read_text()) for p in sorted((root / "benchmarks" / "standin").glob("[ts]*.json")) if p.name.count(".") == 1]
+    return [json.loads(p.read_text()) for p in sorted((root / "benchmarks" / "standin").glob("[ts]*.json"))
+            if not p.name.endswith((".every-chain.json", ".cost.json"))]
 
 
 def __getattr__(name):

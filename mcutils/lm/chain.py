@@ -399,8 +399,10 @@ def run_chains(settings_list, n_generations: int = 9, *, jobs: int | None = None
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or torch state
     with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context,
                              initializer=_chain_worker_init, initargs=(threads,)) as pool:
+        # The longest chains first (most epochs a generation), so that no worker is left alone at the end.
+        order = sorted(pending, key=lambda k: -settings_list[k].epochs)
         futures = [pool.submit(_chain_worker, settings_list[k].to_dict(), n_generations, runs_dir, profile, device)
-                   for k in pending]
+                   for k in order]
         for future in futures:
             future.result()  # a worker's error is raised here, with its message
     return [run_chain(st, n_generations, **kwargs) for st in settings_list]  # all complete: read back

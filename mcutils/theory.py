@@ -330,12 +330,50 @@ def gaussian_w2_sq_bounds(n_samples: int, n_generations: int, trace_cov0: float 
     part is itself a squared W2 distance, hence >= 0), so
     ``E‖μ_n - μ_0‖² <= E W2² <= E‖μ_n - μ_0‖² + tr Σ_0 (1 + v_n)``.
     Both bounds grow like ``n tr Σ_0 / M`` for ``ddof=1``: the theorem's
-    divergence, in any dimension.
-
-    Book: equation ``eq-gaussian-w2-bounds`` of book/03_gaussian.
+    divergence, in any dimension.  They are far apart (the upper one adds
+    ``2 tr Σ_0``); :func:`gaussian_w2_sq_bracket` is the narrow bracket that
+    book/03_gaussian uses.
     """
     low = gaussian_mean_sq_drift(n_samples, n_generations, trace_cov0, ddof)
     return low, low + trace_cov0 * (1 + gaussian_variance_factor(n_samples, n_generations, ddof))
+
+
+def gaussian_w2_sq_bracket(n_samples: int, n_generations: int, dim: int, trace_cov0: float = 1.0,
+                           ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A narrow bracket on ``E W2²`` in ``dim`` dimensions under ``replace``; exact in 1-D.
+
+    Lower: every coordinate of the chain (indeed every projection ``uᵀX``) is
+    itself the 1-D chain, since its fitted mean and variance are the sample
+    mean and variance of that coordinate; and ``W2²`` of two distributions is
+    at least the sum of its marginals' ``W2²`` (a coupling of the joints
+    couples the marginals).  So
+    ``E W2² >= tr Σ_0 · f_n`` with ``f_n`` the 1-D ``E W2²`` from ``N(0, 1)``
+    (:func:`gaussian_expected_w2_sq`).
+
+    Upper: ``V_n = Σ_0^{-1/2} Σ_n Σ_0^{-1/2}`` is the chain started from the
+    identity (the sample covariance is equivariant under linear maps), whose
+    law is invariant under rotations, so ``E V_n^{1/2} = g_n I``.  The
+    coupling ``Y - μ_n = Σ_0^{1/2} V_n^{1/2} Σ_0^{-1/2} (X - μ_0)`` gives
+    ``E W2² <= E‖μ_n - μ_0‖² + tr Σ_0 (1 + v_n - 2 g_n)``, and by the
+    arithmetic-geometric mean inequality on the eigenvalues
+    ``g_n >= E det(V_n)^{1/(2d)} = h^n`` with
+    ``h = Π_{k=0}^{d-1} E (χ²_{M-1-k}/(M - ddof))^{1/(2d)}`` (Bartlett: each
+    generation multiplies ``det V`` by an independent such product).  So
+    ``E W2² <= E‖μ_n - μ_0‖² + tr Σ_0 (1 + v_n - 2 h^n)``.
+
+    For ``dim = 1``, ``h = c`` and both bounds equal the exact 1-D value.
+    Book: equation ``eq-gaussian-w2-bracket`` of book/03_gaussian.
+    """
+    m, d = _check_gaussian_args(n_samples, ddof, dim)
+    validate.number("trace_cov0", trace_cov0, minimum=0.0)
+    low = trace_cov0 * gaussian_expected_w2_sq(m, n_generations, 1.0, ddof)
+    a = 1.0 / (2 * d)
+    k = np.arange(d)
+    log_h = np.sum(a * np.log(2 / (m - ddof)) + special.gammaln((m - 1 - k) / 2 + a) - special.gammaln((m - 1 - k) / 2))
+    h_n = np.exp(log_h * _generations(n_generations))
+    drift = gaussian_mean_sq_drift(m, n_generations, trace_cov0, ddof)
+    high = drift + trace_cov0 * (1 + gaussian_variance_factor(m, n_generations, ddof) - 2 * h_n)
+    return low, high
 
 
 def gaussian_w2(mean1, cov1, mean2, cov2) -> np.ndarray:

@@ -155,6 +155,38 @@ def test_expected_w2_sq_1d_composition_and_growth():
     assert theory.gaussian_expected_w2_sq(m, 5000, 2.0, 0)[-1] < 2 * 2.0
 
 
+def test_w2_sq_bracket_is_exact_in_one_dimension_and_holds_a_direct_simulation():
+    m, g = 12, 6
+    low, high = theory.gaussian_w2_sq_bracket(m, g, 1, 2.0)
+    np.testing.assert_allclose(low, theory.gaussian_expected_w2_sq(m, g, 2.0))
+    np.testing.assert_allclose(high, low)
+    for ddof in (0, 1):
+        low, high = theory.gaussian_w2_sq_bracket(m, g, 3, 1.5, ddof)
+        assert low[0] == pytest.approx(0.0, abs=1e-12) and high[0] == pytest.approx(0.0, abs=1e-12)
+        assert np.all(low[1:] < high[1:])
+    # draw and refit actual samples of a correlated 2-D Gaussian (no sufficient statistics)
+    rng = np.random.default_rng(11)
+    cov0 = np.array([[1.0, 0.6], [0.6, 2.0]])
+    runs, m, g = 4000, 8, 4
+    mu, cov = np.zeros((runs, 2)), np.broadcast_to(cov0, (runs, 2, 2)).copy()
+    w2, marginal = [], []
+    for _ in range(g):
+        x = mu[:, None, :] + rng.standard_normal((runs, m, 2)) @ np.swapaxes(np.linalg.cholesky(cov), -1, -2)
+        mu = x.mean(axis=1)
+        centred = x - mu[:, None, :]
+        cov = np.swapaxes(centred, -1, -2) @ centred / (m - 1)
+        w2.append(theory.gaussian_w2(mu, cov, np.zeros(2), cov0) ** 2)
+        marginal.append(mu ** 2 + (np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1)) - np.sqrt(np.diag(cov0))) ** 2)
+    w2, marginal = np.array(w2).T, np.array(marginal).transpose(1, 0, 2)  # runs × g (× d)
+    low, high = theory.gaussian_w2_sq_bracket(m, g, 2, np.trace(cov0))
+    se = w2.std(axis=0, ddof=1) / np.sqrt(runs)
+    assert np.all(low[1:] - Z * se <= w2.mean(axis=0)) and np.all(w2.mean(axis=0) <= high[1:] + Z * se)
+    exact = np.diag(cov0) * theory.gaussian_expected_w2_sq(m, g)[1:, None]  # each coordinate is the 1-D chain
+    z = np.abs(marginal.mean(axis=0) - exact) / (marginal.std(axis=0, ddof=1) / np.sqrt(runs))
+    assert z.max() <= Z, z
+    assert np.all(w2 >= marginal.sum(axis=-1) - 1e-9)  # W2² of the joint >= the sum over its marginals
+
+
 def test_w2_against_sqrtm():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 3, 3))

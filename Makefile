@@ -55,7 +55,7 @@ book: $(STAMP)
 	@echo "Open _build/html/index.html"
 
 ## Unit tests, nbval over the chapters (re-executed), and a build of the book.
-NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1800
+NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=3600
 test: $(STAMP)
 	$(PY) -m pytest tests book $(NBVAL_FLAGS) -ra $(PYTEST_ARGS)
 

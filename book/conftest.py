@@ -3,7 +3,7 @@
 - stderr (progress bars, library warnings) and images are never compared.
 - Every kernel nbval starts runs on another CPU kernel path and thread count
   than ``make book`` (``TEST_CONFIG`` of ``tools/measure_tolerances.py``: torch's
-  generic kernels, MKL and oneDNN held to SSE4, 2 torch threads; a combination
+  AVX2 kernels, MKL and oneDNN held to SSE4, 2 torch threads; a combination
   the tolerances were not measured on), with a fresh runs folder and
   model cache, so the torch-trained chapters are recomputed, not read back.
 - A cell whose committed outputs carry key numbers (``mcutils.results.KeyNumbers``)

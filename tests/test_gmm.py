@@ -194,3 +194,51 @@ def test_fit_em_rejects_bad_input():
         gmm.fit_em(np.zeros((10, 2)), 2, np.random.default_rng(0))
     with pytest.raises(ParameterError, match="rng"):
         gmm.fit_em(np.zeros((10, 1, 2)), 2)
+
+
+@pytest.mark.parametrize("backend", gmm.BACKENDS)
+def test_official_chain_runs_and_is_deterministic(backend):
+    chain = gmm.official_chain(200, 3, n_runs=2, seed=[5, 4], backend=backend)
+    assert chain.backend == backend and chain.n_generations == 3
+    assert chain.weights.shape == (2, 4, 2) and chain.covariances.shape == (2, 4, 2, 2, 2)
+    assert chain.spread.shape == chain.sorted_spread().shape == (2, 4, 2)
+    np.testing.assert_allclose(chain.spread ** 2, np.trace(chain.covariances, axis1=-2, axis2=-1) / 2)
+    assert np.all(np.diff(chain.sorted_spread(), axis=-1) >= 0)
+    np.testing.assert_allclose(chain.weights.sum(-1), 1.0)
+    # index 0 is the reference fit: no distance to itself; every fit of a standard blob starts near it
+    np.testing.assert_allclose(chain.l2_squared_to_first[:, 0], 0.0, atol=1e-12)
+    assert np.all(chain.l2_squared_to_source[:, 0] < 0.01)
+    assert np.all((chain.sorted_spread()[:, 0] > 0.5) & (chain.sorted_spread()[:, 0] < 1.5))
+    assert chain.converged.all() and np.all(chain.n_iter >= 1)
+    again = gmm.official_chain(200, 3, n_runs=2, seed=[5, 4], backend=backend)
+    np.testing.assert_array_equal(chain.covariances, again.covariances)
+    np.testing.assert_array_equal(chain.l2_squared_to_first, again.l2_squared_to_first)
+    other = gmm.official_chain(200, 3, n_runs=2, seed=[6, 4], backend=backend)
+    assert not np.allclose(chain.covariances, other.covariances)
+
+
+def test_official_chain_defaults_are_the_official_notebooks_settings():
+    import inspect
+    defaults = {k: p.default for k, p in inspect.signature(gmm.official_chain).parameters.items()}
+    assert defaults["n_samples"] == 1000 and defaults["n_generations"] == 2050
+    assert (defaults["n_components"], defaults["tol"], defaults["max_iter"]) == (2, 1e-5, 2000)
+    assert defaults["backend"] == "sklearn"
+    assert gmm.OFFICIAL_PRINTED == dict(spread=(0.0100, 0.0112), l2_squared=536.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_samples=0), "n_samples"),
+    (dict(n_samples=3), "n_samples must be at least"),
+    (dict(n_generations=-1), "n_generations"),
+    (dict(n_runs=0), "n_runs"),
+    (dict(seed=-1), "seed"),
+    (dict(n_components=0), "n_components"),
+    (dict(tol=0), "tol must be > 0"),
+    (dict(tol=float("nan")), "tol"),
+    (dict(max_iter=0), "max_iter"),
+    (dict(backend="torch"), "backend must be one of"),
+])
+def test_official_chain_rejects_bad_parameters(kwargs, message):
+    params = dict(n_samples=50, n_generations=2) | kwargs
+    with pytest.raises(ParameterError, match=message):
+        gmm.official_chain(**params)

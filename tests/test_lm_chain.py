@@ -120,8 +120,11 @@ def test_a_longer_chain_continues_a_shorter_one_with_the_same_numbers(reference,
 
 def test_resume_after_a_kill_gives_the_same_metrics(reference, env, tmp_path):
     """Kill a CLI chain (SIGKILL) once generation 0 is complete, rerun it: same numbers as uninterrupted."""
+    import torch
+
+    # The reference ran in this process: the CLI must use its thread count (the CLI's own default is 1).
     command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_MODELS - 1),
-               "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress"]
+               "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress", "--threads", str(torch.get_num_threads())]
     run_dir = tmp_path / settings.smoke().run_name
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -421,11 +421,17 @@ def test_a_failing_save_leaves_no_scratch_folder(copy, monkeypatch):
 
 # -- two processes on one chain ----------------------------------------------------------
 
+def _threads() -> int:
+    """This process's torch thread count: the reference chain ran with it (the CLI's default is 1)."""
+    import torch
+    return torch.get_num_threads()
+
+
 def test_a_second_process_on_the_same_chain_is_refused(copy, env):
     runs_dir, run_dir = copy
     shutil.rmtree(run_dir / "gen_01")
     command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_MODELS - 1),
-               "--runs-dir", str(runs_dir), "--device", "cpu", "--no-progress"]
+               "--runs-dir", str(runs_dir), "--device", "cpu", "--no-progress", "--threads", str(_threads())]
     with runs.locked(run_dir):  # this process writes the chain
         start = time.perf_counter()
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
@@ -442,7 +448,7 @@ def test_two_processes_started_together_do_the_work_once(copy, env, reference):
     runs_dir, run_dir = copy
     shutil.rmtree(run_dir / "gen_01")
     command = [sys.executable, "-m", "mcutils.lm", "--profile", "smoke", "--n-generations", str(N_MODELS - 1),
-               "--runs-dir", str(runs_dir), "--device", "cpu", "--no-progress"]
+               "--runs-dir", str(runs_dir), "--device", "cpu", "--no-progress", "--threads", str(_threads())]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while first.poll() is None and time.monotonic() < deadline:  # until the first one holds the lock

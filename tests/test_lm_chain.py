@@ -172,3 +172,41 @@ def test_other_policies_reuse_generation_zero(reference, tmp_path):
     for name in ("metrics.json", "timing.json"):
         assert (accumulate.run_dir / "gen_00" / name).read_text() == (reference.run_dir / "gen_00" / name).read_text()
     assert accumulate.metrics[1]["training_data"]["n_blocks"] == 128  # real + generation 0's samples
+
+
+def test_a_chain_that_only_generates_differently_reuses_the_fine_tuned_generation_zero_model(reference, tmp_path,
+                                                                                              monkeypatch):
+    """The repetition-penalty ablation trains generation 0 exactly as its unpenalised chain: copied, not trained."""
+    import shutil
+
+    from mcutils.lm import model as lm_model
+
+    shutil.copytree(reference.run_dir, tmp_path / reference.run_dir.name)
+    calls, notes = [], []
+    original = lm_model.fresh_copy
+    monkeypatch.setattr(lm_model, "fresh_copy", lambda model: calls.append(1) or original(model))
+    penalised = _run(tmp_path, n_models=1, log=notes.append, repetition_penalty=1.5)
+    assert penalised.run_dir != reference.run_dir
+    assert calls == []  # generation 0 was not fine-tuned again
+    assert any("the same training; only generation differs" in note for note in notes)
+    ours, theirs = penalised.run_dir / "gen_00" / chain.MODEL, reference.run_dir / "gen_00" / chain.MODEL
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
+    for path in theirs.iterdir():
+        assert (ours / path.name).read_bytes() == path.read_bytes()
+    # the same model scores the same real test blocks; what it generated is its own
+    assert penalised.metrics[0]["test_perplexity"] == reference.metrics[0]["test_perplexity"]
+    assert not np.array_equal(penalised.samples(0), reference.samples(0))
+
+
+def test_a_chain_that_trains_differently_fine_tunes_its_own_generation_zero(reference, tmp_path, monkeypatch):
+    import shutil
+
+    from mcutils.lm import model as lm_model
+
+    shutil.copytree(reference.run_dir, tmp_path / reference.run_dir.name)
+    calls = []
+    original = lm_model.fresh_copy
+    monkeypatch.setattr(lm_model, "fresh_copy", lambda model: calls.append(1) or original(model))
+    other = _run(tmp_path, n_models=1, learning_rate=reference.settings.learning_rate * 2)
+    assert calls == [1]
+    assert other.metrics[0]["test_perplexity"] != reference.metrics[0]["test_perplexity"]

@@ -160,3 +160,31 @@ def test_the_process_helpers_are_no_ops_under_one_process():
     # seeds come from named SeedSequence streams: any seed numpy takes gives an int seed below 2**32
     seeds = {chain.training_seed(seed, g) for seed in (0, 2**32 - 1) for g in (0, 1, 999)}
     assert len(seeds) == 6 and all(0 <= s < 2**32 for s in seeds)
+
+
+def test_pretraining_uses_the_cores_whatever_the_chapters_thread_count(monkeypatch):
+    from mcutils.lm import model as lm_model, settings
+
+    monkeypatch.delenv("MCUTILS_PRETRAIN_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lm_model.tiny_key(settings.quick())
+        torch.set_num_threads(2)
+        two = lm_model.tiny_key(settings.quick())
+    finally:
+        torch.set_num_threads(before)
+    assert one == two  # a chapter at 1 thread and one at 2 find the same cached stand-in
+    assert one["arithmetic"]["threads"] == lm_model.pretraining_threads()
+    monkeypatch.setenv("MCUTILS_PRETRAIN_THREADS", "3")
+    assert lm_model.pretraining_threads() == 3
+    assert lm_model.tiny_key(settings.quick())["arithmetic"]["threads"] == 3
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_pretraining_thread_count_is_refused_naming_the_variable(monkeypatch, value):
+    from mcutils.lm import model as lm_model
+
+    monkeypatch.setenv("MCUTILS_PRETRAIN_THREADS", value)
+    with pytest.raises(ParameterError, match="MCUTILS_PRETRAIN_THREADS must be a positive integer"):
+        lm_model.pretraining_threads()

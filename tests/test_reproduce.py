@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -107,11 +108,10 @@ def test_a_chapter_listed_but_missing_is_a_failure(fake_book, capsys):
     assert "book/05_missing.ipynb does not exist" in capsys.readouterr().out
 
 
-def test_in_place_replaces_only_successful_chapters_and_records_times(fake_book):
+def test_in_place_replaces_only_successful_chapters_and_records_no_times(fake_book):
     book = fake_book / "book"
     failing_before = (book / "02_fail.ipynb").read_bytes()
-    start, end = reproduce.README_MARKERS
-    readme = f"# Fake\n\n{start}\nold table\n{end}\n"
+    readme = "# Fake\n"
     (fake_book / "README.md").write_text(readme)
     outcomes, _ = reproduce.run("quick", root=str(fake_book), in_place=True, chapters="01,02",
                                 stream=io.StringIO())
@@ -123,14 +123,41 @@ def test_in_place_replaces_only_successful_chapters_and_records_times(fake_book)
     assert json.loads((book / "01_ok.ipynb").read_text())["metadata"]["papermill"]["output_path"] \
         == "book/01_ok.ipynb"
     assert (book / "02_fail.ipynb").read_bytes() == failing_before
+    # `make book` records no times: a chapter reading its chains back says nothing about a first run
+    assert not (book / "_timings.json").exists()
+    assert (fake_book / "README.md").read_text() == readme
+
+
+def test_recorded_times_come_from_runs_from_scratch(fake_book, monkeypatch):
+    book = fake_book / "book"
+    make_notebook(book / "01_ok.ipynb", "First", 'profile: str = "quick"',
+                  ['import os\nprint("runs:", os.environ.get("MCUTILS_RUNS_DIR"), "cache:", '
+                   'os.environ.get("MCUTILS_CACHE_DIR"))'])
+    start, end = reproduce.README_MARKERS
+    (fake_book / "README.md").write_text(f"# Fake\n\n{start}\nold table\n{end}\n")
+    monkeypatch.setenv("MCUTILS_RUNS_DIR", "/somewhere/with/old/chains")
+    stale = fake_book / "reproductions" / "quick" / "fresh" / "runs" / "quick" / "old-chain"
+    stale.mkdir(parents=True)
+    outcomes, _ = reproduce.run("quick", root=str(fake_book), in_place=True, chapters="01,02", record=True,
+                                stream=io.StringIO())
+    assert [o.status for o in outcomes] == ["ok", "failed"]
+    fresh = fake_book / "reproductions" / "quick" / "fresh"
+    assert f"runs: {fresh / 'runs'} cache: {fresh / 'cache'}" in code_outputs(book / "01_ok.ipynb")
+    assert not stale.exists()  # emptied first
+    assert os.environ["MCUTILS_RUNS_DIR"] == "/somewhere/with/old/chains"  # restored afterwards
     timings = json.loads((book / "_timings.json").read_text())
     assert set(timings["quick"]["cpu"]) == {"01_ok"}
+    assert "--record-timings" in timings["quick"]["cpu"]["01_ok"]["command"]
     table = (book / "_timings.md").read_text()
     assert "{doc}`/book/01_ok`" in table and "not measured" in table
-    # `make book` (--in-place) never rewrites the README; only --record-timings (or --render-timings) does
-    assert (fake_book / "README.md").read_text() == readme
-    assert reproduce.main(["--root", str(fake_book), "--render-timings"]) == 0
     assert "`01_ok`" in (fake_book / "README.md").read_text() and "old table" not in (fake_book / "README.md").read_text()
+
+
+def test_recording_times_refuses_a_runs_folder_of_the_callers(fake_book):
+    make_notebook(fake_book / "book" / "01_ok.ipynb", "First", 'profile: str = "quick"\nruns_dir: str = ""', ["1"])
+    with pytest.raises(ReproduceError, match="--record-timings runs every chapter from scratch.*do not pass runs_dir"):
+        reproduce.run("quick", root=str(fake_book), in_place=True, chapters="01", record=True,
+                      params={"runs_dir": "/data/runs"}, stream=io.StringIO())
 
 
 def test_bad_options_fail_before_any_work(fake_book):

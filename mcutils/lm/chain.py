@@ -40,7 +40,7 @@ from ..runs import CorruptRunError
 from . import dist
 from .hub import check_hub
 from .settings import (ENGINE_VERSION, TINY, ChainSettings, check_n_generations, check_precision, for_profile,
-                       generation0_view)
+                       generation0_view, training0_view)
 
 SETTINGS_FILE = "settings.json"
 SAMPLES = "samples.arrow"          # the blocks generation NN produced (the next training data)
@@ -460,6 +460,33 @@ def _write_settings(run_dir: Path, settings: ChainSettings) -> None:
     dist.barrier()
 
 
+def _sound_siblings(run_dir: Path, view, settings: ChainSettings, base_fingerprint: str, what: str, log):
+    """Sibling chains whose generation 0 is complete and verified, with ``view`` of their settings equal to ours.
+
+    The stored settings are compared as written (fields added since then must not
+    match by default); a sibling that fails verification, or started from another
+    base model, is skipped with a note.
+    """
+    wanted = runs.settings_hash(view(settings.to_dict()))
+    for other in sorted(run_dir.parent.glob(f"*/{SETTINGS_FILE}")):
+        other_dir = other.parent
+        if other_dir == run_dir or not runs.is_complete(other_dir, 0):
+            continue
+        try:
+            if runs.settings_hash(view(runs.read_json(other))) != wanted:
+                continue
+            verify_generations(other_dir, 1, need_model=True)
+            metrics = runs.read_json(runs.generation_dir(other_dir, 0) / runs.METRICS)
+        except CorruptRunError as exc:
+            log(f"note: not reusing {what} of {other_dir.name}: {exc}")
+            continue
+        theirs = (metrics.get(MANIFEST) or {}).get("base_model")
+        if theirs is not None and theirs != base_fingerprint:
+            log(f"note: not reusing {what} of {other_dir.name}: it started from another base model")
+            continue
+        yield other_dir
+
+
 def _adopt_generation0(run_dir: Path, settings: ChainSettings, base_fingerprint: str, log) -> None:
     """Generation 0 does not depend on the data policy: reuse a sibling run's if one is complete and sound.
 
@@ -470,24 +497,7 @@ def _adopt_generation0(run_dir: Path, settings: ChainSettings, base_fingerprint:
     if dist.agree(runs.is_complete(run_dir, 0)) or not dist.is_main():
         dist.barrier()
         return
-    wanted = runs.settings_hash(settings.generation0_settings())
-    for other in sorted(run_dir.parent.glob(f"*/{SETTINGS_FILE}")):
-        other_dir = other.parent
-        if other_dir == run_dir or not runs.is_complete(other_dir, 0):
-            continue
-        # Compare the stored settings as written (fields added since then must not match by default).
-        try:
-            if runs.settings_hash(generation0_view(runs.read_json(other))) != wanted:
-                continue
-            verify_generations(other_dir, 1, need_model=True)
-            metrics = runs.read_json(runs.generation_dir(other_dir, 0) / runs.METRICS)
-        except CorruptRunError as exc:
-            log(f"note: not reusing generation 0 of {other_dir.name}: {exc}")
-            continue
-        theirs = (metrics.get(MANIFEST) or {}).get("base_model")
-        if theirs is not None and theirs != base_fingerprint:
-            log(f"note: not reusing generation 0 of {other_dir.name}: it started from another base model")
-            continue
+    for other_dir in _sound_siblings(run_dir, generation0_view, settings, base_fingerprint, "generation 0", log):
         copied_data = False
         if (other_dir / "data").is_dir() and not (run_dir / "data").exists():
             _copy_dir_atomically(other_dir / "data", run_dir / "data")
@@ -504,6 +514,30 @@ def _adopt_generation0(run_dir: Path, settings: ChainSettings, base_fingerprint:
             continue
         break
     dist.barrier()
+
+
+def _adopt_trained_generation0(run_dir: Path, settings: ChainSettings, base_fingerprint: str, log) -> bool:
+    """Copy generation 0's fine-tuned model from a sibling chain that trained the same one; whether it did.
+
+    Generation 0 fine-tunes the base model on the real blocks; what it then generates
+    (beam width, repetition penalty, prompts) plays no part.  A sibling whose
+    :func:`~mcutils.lm.settings.training0_view` matches ours, whose generation 0 is
+    complete and verified, and which started from the same base model, holds the
+    model this chain would train, bit for bit on the same machine and thread count
+    (``tests/test_lm_chain.py`` checks it), so it is copied instead of trained again.
+    Only the model and its training record are copied: this chain still generates,
+    scores and records its own generation 0.
+    """
+    if not dist.is_main():
+        return False
+    what = "the generation-0 model"
+    for other_dir in _sound_siblings(run_dir, training0_view, settings, base_fingerprint, what, log):
+        target = runs.generation_dir(run_dir, 0) / MODEL
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_dir_atomically(runs.generation_dir(other_dir, 0) / MODEL, target)
+        log(f"generation 0: the fine-tuned model of {other_dir.name} (the same training; only generation differs)")
+        return True
+    return False
 
 
 def _copy_dir_atomically(source: Path, target: Path) -> None:
@@ -662,6 +696,9 @@ class _Chain:
         from .train import fine_tune
 
         folder = runs.generation_dir(self.run_dir, g)
+        if g == 0 and not dist.agree((folder / MODEL / TRAINED).is_file()):
+            _adopt_trained_generation0(self.run_dir, self.settings, self.base_fingerprint, self.log)
+            dist.barrier()
         if dist.agree((folder / MODEL / TRAINED).is_file()):
             return _load_model(folder / MODEL), runs.read_json(folder / MODEL / TRAINED)
         settings = self.settings

@@ -370,6 +370,19 @@ def generation0_view(settings: dict) -> dict:
     return out
 
 
+# What only generates (beam search), not what trains: two chains that differ only here fine-tune the very
+# same generation-0 model (the repetition-penalty ablation and its unpenalised chain, for instance).
+GENERATION_ONLY = ("repetition_penalty", "num_beams", "prompts", "generation_batch_size")
+
+
+def training0_view(settings: dict) -> dict:
+    """What generation 0's *trained model* depends on: :func:`generation0_view` less the generation settings."""
+    out = generation0_view(settings)
+    for key in GENERATION_ONLY:
+        out.pop(key, None)
+    return out
+
+
 def _short(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", Path(name).name if os.path.isdir(name) else name.split("/")[-1])
 

@@ -34,11 +34,15 @@ Where things go (``<out>`` is ``reproductions/<profile>/`` unless
 
 ``--in-place`` (quick profile only) is how ``make book`` refreshes the
 committed outputs: each chapter that succeeds replaces ``book/<chapter>.ipynb``;
-one that fails leaves the committed notebook as it was.  It also records the
-measured times in ``book/_timings.json`` and the table ``book/_timings.md``
-that the introduction includes.  The README's copy of that table is rewritten
-only with ``--record-timings`` (which also records the times of other runs,
-e.g. the paper profile on a GPU), so that ``make book`` never edits the README.
+one that fails leaves the committed notebook as it was.
+
+``--record-timings`` records the measured times in ``book/_timings.json``, the
+table ``book/_timings.md`` that the introduction includes, and the README's
+copy of it.  It runs every chapter from scratch, in an empty runs folder and
+model cache under ``<out>/fresh/`` (a chapter that reads its chains back from
+an earlier run takes seconds, which says nothing about a first run), so a
+recorded time is what a reader's first run costs.  Without it nothing is
+recorded, so that ``make book`` never edits the timings or the README.
 
 Ctrl-C, SIGTERM (a cancelled CI job) and SIGHUP (a closed terminal) all stop
 the run the same way: the running chapter's papermill and kernel are ended,

@@ -35,8 +35,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="the book's checkout (default: the one mcutils is installed from, or .)")
     parser.add_argument("--no-build", action="store_true", help="do not build the profile's book at the end")
     parser.add_argument("--record-timings", action="store_true", default=None,
-                        help="record the measured times in book/_timings.json and _timings.md and rewrite the "
-                        "README's table (--in-place records book/_timings.* but never edits the README)")
+                        help="run every chapter from scratch (an empty runs folder and model cache) and record "
+                        "the measured times in book/_timings.json, _timings.md and the README's table")
     parser.add_argument("--dry-run", action="store_true", help="check the profile and print the parameters only")
     parser.add_argument("--render-timings", action="store_true",
                         help="only rewrite book/_timings.md and the README's table from book/_timings.json")

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -67,6 +68,12 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
     check_chapter_names(profile, all_chapters)
     plan = plan_parameters(profile, selected, book_root, params)
     check_runs_dirs(plan, profile)
+    if record:
+        given = sorted(name for name, injected in plan.items() if (injected or {}).get("runs_dir"))
+        if given:
+            raise ReproduceError(
+                f"--record-timings runs every chapter from scratch in a fresh runs folder and model cache, so "
+                f"that a recorded time is what a first run costs; do not pass runs_dir (given to {', '.join(given)})")
     scorecard = next((p for p in all_pages if p.name == SCORECARD and p.source(book_root).is_file()), None)
     out = output_dir_for(book_root, profile, output_dir)
     final_root = book_root if in_place else out
@@ -90,50 +97,55 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
         prepare_profile_book(book_root, out)
     progress = Progress(stream)
     outcomes: list[Outcome] = []
-    pages = selected + ([scorecard] if scorecard else [])
-    for index, page in enumerate(pages, 1):
-        label = f"[{index}/{len(pages)}] {page.name}"
-        log = out / "logs" / f"{page.name}.log"
-        outcome = Outcome(page.name, "missing", parameters=plan.get(page.name, {}), log=relative(log, book_root))
-        if not page.source(book_root).is_file():
-            outcome.error = f"{page.doc}.ipynb does not exist"
+    fresh = _FreshState(out / "fresh") if record else nullcontext()
+    if record:
+        print(f"--record-timings: every chapter runs from scratch (runs folder and model cache in "
+              f"{relative(fresh.root, book_root)}/, emptied first)", file=stream, flush=True)
+    with fresh:
+        pages = selected + ([scorecard] if scorecard else [])
+        for index, page in enumerate(pages, 1):
+            label = f"[{index}/{len(pages)}] {page.name}"
+            log = out / "logs" / f"{page.name}.log"
+            outcome = Outcome(page.name, "missing", parameters=plan.get(page.name, {}), log=relative(log, book_root))
+            if not page.source(book_root).is_file():
+                outcome.error = f"{page.doc}.ipynb does not exist"
+                progress.finish(label, outcome)
+                outcomes.append(outcome)
+                continue
+            if page.name == SCORECARD and not in_place:
+                fill_missing_notebooks(book_root, out)  # the scorecard gathers every chapter of this book
+            final = final_root / f"{page.doc}.ipynb"
+            attempt = out / "attempts" / f"{page.name}.ipynb"
+            status, seconds = execute_notebook(page.source(book_root), attempt, final.parent, outcome.parameters,
+                                               log, timeout, label, progress, kernel)
+            outcome.status, outcome.seconds = status, seconds
+            outcome.load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
+            if status == "ok":
+                final.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(attempt, final)
+                if in_place:
+                    _set_papermill_paths(final, f"{page.doc}.ipynb")
+                outcome.notebook = relative(final, book_root)
+                outcome.claims = results.gather([final])
+            else:
+                failed = out / "failed" / f"{page.name}.ipynb"
+                if attempt.exists():
+                    failed.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(attempt, failed)
+                    outcome.claims = results.gather([failed])
+                outcome.notebook = relative(failed, book_root)
+                outcome.error = {"timeout": f"stopped after the {fmt_seconds(timeout)} limit",
+                                 "interrupted": "interrupted"}.get(status) or _first_error(failed) or _last_line(log)
             progress.finish(label, outcome)
             outcomes.append(outcome)
-            continue
-        if page.name == SCORECARD and not in_place:
-            fill_missing_notebooks(book_root, out)  # the scorecard gathers every chapter of this book
-        final = final_root / f"{page.doc}.ipynb"
-        attempt = out / "attempts" / f"{page.name}.ipynb"
-        status, seconds = execute_notebook(page.source(book_root), attempt, final.parent, outcome.parameters,
-                                           log, timeout, label, progress, kernel)
-        outcome.status, outcome.seconds = status, seconds
-        outcome.load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
-        if status == "ok":
-            final.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(attempt, final)
-            if in_place:
-                _set_papermill_paths(final, f"{page.doc}.ipynb")
-            outcome.notebook = relative(final, book_root)
-            outcome.claims = results.gather([final])
-        else:
-            failed = out / "failed" / f"{page.name}.ipynb"
-            if attempt.exists():
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(attempt, failed)
-                outcome.claims = results.gather([failed])
-            outcome.notebook = relative(failed, book_root)
-            outcome.error = {"timeout": f"stopped after the {fmt_seconds(timeout)} limit",
-                             "interrupted": "interrupted"}.get(status) or _first_error(failed) or _last_line(log)
-        progress.finish(label, outcome)
-        outcomes.append(outcome)
-        if status == "interrupted":
-            break
+            if status == "interrupted":
+                break
 
-    command = "python -m mcutils.reproduce --profile " + profile.name + (" --in-place" if in_place else "")
-    if (record or in_place) and any(o.ok for o in outcomes):
-        written = record_timings(book_root, profile.name, outcomes, command, readme=bool(record))
-        print(f"Times recorded in {relative(written, book_root)} and {TIMINGS_MD}"
-              + (" and the README" if record else ""), file=stream)
+    command = ("python -m mcutils.reproduce --profile " + profile.name + (" --in-place" if in_place else "")
+               + " --record-timings")
+    if record and any(o.ok for o in outcomes):
+        written = record_timings(book_root, profile.name, outcomes, command, readme=True)
+        print(f"Times recorded in {relative(written, book_root)}, {TIMINGS_MD} and the README", file=stream)
 
     built = True
     if not in_place and build and all(o.status != "interrupted" for o in outcomes):
@@ -164,3 +176,35 @@ def run(profile_spec: str, *, chapters: str | None = None, in_place: bool = Fals
           + (f"failed: {', '.join(failed)}" if failed else "none failed")
           + f". Summary: {relative(out / 'summary.md', book_root)}", file=stream, flush=True)
     return outcomes, built
+
+
+class _FreshState:
+    """An empty runs folder and model cache for the chapters' kernels (``--record-timings``).
+
+    A chapter that finds its chains or its pre-trained stand-in from an earlier run reads
+    them back in seconds; a time recorded that way would say nothing about what a reader's
+    first run costs.  The kernels inherit ``MCUTILS_RUNS_DIR`` and ``MCUTILS_CACHE_DIR``
+    (see :func:`mcutils.runs.default_runs_dir` and :func:`mcutils.lm.model.cache_dir`).
+    """
+
+    KEYS = ("MCUTILS_RUNS_DIR", "MCUTILS_CACHE_DIR")
+
+    def __init__(self, root):
+        self.root = root
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> "_FreshState":
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        for key, sub in zip(self.KEYS, ("runs", "cache")):
+            (self.root / sub).mkdir(parents=True)
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = str(self.root / sub)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

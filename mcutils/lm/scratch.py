@@ -58,7 +58,8 @@ from ..runs import CorruptRunError
 from .chain import _copy_dir_atomically, _jsonable, _timed, mix_training_data
 from .hub import HubUnavailable, QUICK_WORKS_OFFLINE, _maybe_cached, go_offline, hub_endpoint, hub_offline, \
     hub_reachable, offline_advice
-from .scratch_settings import (GPT2, LLAMA, PROFILES, SYNTHETIC, ScratchSettings, for_profile, generation0_view)
+from .scratch_settings import (GPT2, LLAMA, POLICIES, PROFILES, SYNTHETIC, ScratchSettings, for_profile,
+                               generation0_view)
 from .settings import check_n_generations, check_precision
 
 SETTINGS_FILE = "settings.json"
@@ -278,15 +279,22 @@ def source_token_log_probs(language, blocks: np.ndarray) -> np.ndarray:
 def true_cross_entropy(language, blocks: np.ndarray) -> dict:
     """Mean ``-log p_source`` per text token of ``blocks`` (nats), over the sequences made only of words.
 
-    ``non_word_share`` is the share of sequences holding a special token
-    (probability 0 under the source; left out of the mean).
+    A special token (BOS, padding, ...) has probability 0 under the source, so a
+    sequence holding one has no finite true cross-entropy: it is left out of
+    the mean, and counted in ``non_word_share`` (sequences) and
+    ``non_word_token_share`` (tokens).  A model samples such tokens only from
+    the little mass it still gives them (it never saw one as a target).
     """
+    from .language import N_SPECIAL
+    from .metrics import summary
+
     log_probs = source_token_log_probs(language, blocks)
     finite = np.isfinite(log_probs).all(axis=1)
     per_sequence = -log_probs[finite].mean(axis=1) if finite.any() else np.zeros(0)
-    from .metrics import summary
+    text = np.asarray(blocks)[:, 1:]
     return {"mean": float(-log_probs[finite].mean()) if finite.any() else None,
-            "per_sequence": summary(per_sequence), "non_word_share": float(1 - finite.mean())}
+            "per_sequence": summary(per_sequence), "non_word_share": float(1 - finite.mean()),
+            "non_word_token_share": float(np.mean((text < N_SPECIAL) | (text >= N_SPECIAL + language.spec.n_words)))}
 
 
 # -- ancestral sampling ------------------------------------------------------------------
@@ -327,8 +335,8 @@ def ancestral_sample(model, n_sequences: int, block_size: int, *, bos_token_id: 
             ids = torch.full((size, 1), bos_token_id, dtype=torch.long, device=device)
             tokens, past = ids, None
             for _ in range(block_size - 1):
-                output = model(input_ids=tokens, past_key_values=past, use_cache=True)
-                past = output.past_key_values
+                output = model(input_ids=tokens, cache=past, use_cache=True)
+                past = output.cache
                 probs = next_token_probabilities(output.logits[:, -1], temperature)
                 tokens = torch.multinomial(probs, 1, generator=generator)
                 ids = torch.cat([ids, tokens], dim=1)
@@ -454,8 +462,11 @@ def verify_generations(run_dir: str | Path, n_models: int, need_models: bool = T
     hashes: dict = {}
     n_done = runs.complete_generations(run_dir, n_models)
 
+    next_sampled = (runs.generation_dir(run_dir, n_done) / SAMPLES).is_file()
     for g in range(n_done):
-        problem = _problem(run_dir, g, need_models and g in (0, n_done - 1), hashes)
+        # the newest complete model is needed until the next generation's set is drawn from it
+        needed = g == 0 or (g == n_done - 1 and not next_sampled)
+        problem = _problem(run_dir, g, need_models and needed, hashes)
         if problem:
             raise CorruptRunError(f"{run_dir}: generation {g} is not usable: {problem}; "
                                   f"{runs.delete_advice(run_dir, g)}")

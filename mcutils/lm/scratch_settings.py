@@ -240,13 +240,13 @@ def quick(**overrides) -> ScratchSettings:
 # The paper's models (Gerstgrasser et al., Table 2): shapes chosen here, parameter counts computed by
 # mcutils.lm.scratch.n_parameters (tests/test_lm_scratch.py checks them against the names).
 PAPER_MODELS = {
-    "gpt2-9m": dict(family=GPT2, tokenizer=GPT2_TOKENIZER, hidden_size=128, n_layers=8, n_heads=4,
-                    intermediate_size=512),
+    "gpt2-9m": dict(family=GPT2, tokenizer=GPT2_TOKENIZER, hidden_size=144, n_layers=8, n_heads=4,
+                    intermediate_size=576),
     "llama-12m": dict(family=LLAMA, tokenizer=LLAMA_TOKENIZER, hidden_size=256, n_layers=6, n_heads=8,
                       intermediate_size=688),
     "llama-42m": dict(family=LLAMA, tokenizer=LLAMA_TOKENIZER, hidden_size=512, n_layers=8, n_heads=8,
                       intermediate_size=1376),
-    "llama-126m": dict(family=LLAMA, tokenizer=LLAMA_TOKENIZER, hidden_size=768, n_layers=12, n_heads=12,
+    "llama-126m": dict(family=LLAMA, tokenizer=LLAMA_TOKENIZER, hidden_size=768, n_layers=14, n_heads=12,
                        intermediate_size=2048),
 }
 PAPER_NOMINAL_PARAMETERS = {"gpt2-9m": 9e6, "llama-12m": 12e6, "llama-42m": 42e6, "llama-126m": 126e6}

@@ -332,14 +332,13 @@ def ancestral_sample(model, n_sequences: int, block_size: int, *, bos_token_id: 
                                            disable=not progress)):
             size = min(batch_size, n_sequences - start)
             generator = torch.Generator(device=device).manual_seed(_seed_of(*seed_key, batch))
-            ids = torch.full((size, 1), bos_token_id, dtype=torch.long, device=device)
-            tokens, past = ids, None
-            for _ in range(block_size - 1):
-                output = model(input_ids=tokens, cache=past, use_cache=True)
+            ids = torch.full((size, block_size), bos_token_id, dtype=torch.long, device=device)
+            past = None
+            for t in range(1, block_size):
+                output = model(input_ids=ids[:, t - 1:t], cache=past, use_cache=True)
                 past = output.cache
                 probs = next_token_probabilities(output.logits[:, -1], temperature)
-                tokens = torch.multinomial(probs, 1, generator=generator)
-                ids = torch.cat([ids, tokens], dim=1)
+                ids[:, t:t + 1] = torch.multinomial(probs, 1, generator=generator)
             out[start:start + size] = ids.cpu().numpy()
     return out
 

@@ -368,3 +368,26 @@ def test_a_hub_dataset_on_the_cpu_is_refused_unless_allowed(tmp_path, monkeypatc
     monkeypatch.setattr(scratch, "check_hub_for", lambda settings, timeout=1.5: "online")
     with pytest.raises(validate.ParameterError, match="needs a GPU"):
         scratch.run_scratch_chain(paper(), 3, runs_dir=tmp_path, device="cpu")
+
+
+def test_a_local_text_dataset_takes_the_hub_datasets_path(tmp_path):
+    """A folder with train / validation text files and a tokenizer folder: load_dataset as for TinyStories."""
+    from mcutils.lm.language import LanguageSpec, SyntheticLanguage
+
+    language = SyntheticLanguage(LanguageSpec(n_words=24, n_topics=2, topic_words=4))
+    data = tmp_path / "stories"
+    data.mkdir()
+    for split, seed in (("train", 1), ("validation", 2)):
+        (data / f"{split}.txt").write_text("\n".join(language.sample_text(1200, seed=seed, words_per_line=20)))
+    language.tokenizer().save_pretrained(tmp_path / "tokenizer")
+    settings = smoke(dataset=str(data), tokenizer=str(tmp_path / "tokenizer"), train_tokens=None, eval_tokens=160,
+                     language=language.spec)
+    assert "language" not in settings.result_settings()  # a real dataset: the synthetic language plays no part
+    result = scratch.run_scratch_chain(settings, 1, runs_dir=tmp_path / "runs", device="cpu", progress=False,
+                                       allow_cpu=True, log=lambda message: None)
+    m0, m1 = result.metrics
+    # every story is followed by EOS (= BOS here): 60 lines of 20 words + 60 EOS, cut into 8-token pieces
+    assert m0["real_data"]["n_sequences"] == (60 * 21) // settings.text_length
+    assert "source_test_cross_entropy" not in m0 and m1["synthetic"]["n_sequences"] == m0["real_data"]["n_sequences"]
+    train = scratch._ScratchChain(settings, result.run_dir, "cpu", False, False, lambda m: None).blocks["train"]
+    assert np.all(train[:, 0] == 2) and np.isfinite(m1["test_cross_entropy"])

@@ -20,6 +20,9 @@ Policies (the names used across the book):
 ``accumulate-subsample``
     a uniform subsample of size ``n`` of that pool (Shumailov's second
     Gaussian approach; Gerstgrasser's fixed-compute variant).
+``replace-grown`` (:data:`REPLACE_GROWN`, not in :data:`POLICIES`)
+    ``D_{i+1} = S_i`` with ``|S_i| = (i + 2)·n``: replace, its synthetic set
+    as large as accumulate's pool (Gerstgrasser et al.'s size control).
 
 A dataset is anything with a length: numpy arrays by default, or a
 ``datasets.Dataset``/list through the ``concat`` and ``take`` hooks.
@@ -34,6 +37,11 @@ import numpy as np
 from . import validate
 
 POLICIES = ("replace", "accumulate", "accumulate-subsample")
+# Gerstgrasser et al.'s control (Table 2, last column): replace, with the synthetic set grown to
+# accumulate's size, so that generation g trains on (g + 1)·n points all drawn by model g - 1.  Only the
+# from-scratch language-model chain (mcutils.lm.scratch) runs it; it is kept out of POLICIES, which the
+# other chains and chapters iterate over.
+REPLACE_GROWN = "replace-grown"
 
 
 def _concat_default(parts):

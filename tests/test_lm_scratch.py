@@ -391,3 +391,18 @@ def test_a_local_text_dataset_takes_the_hub_datasets_path(tmp_path):
     assert "source_test_cross_entropy" not in m0 and m1["synthetic"]["n_sequences"] == m0["real_data"]["n_sequences"]
     train = scratch._ScratchChain(settings, result.run_dir, "cpu", False, False, lambda m: None).blocks["train"]
     assert np.all(train[:, 0] == 2) and np.isfinite(m1["test_cross_entropy"])
+
+
+def test_the_chapters_key_numbers_are_table_2s_cells_of_its_chains(tmp_path):
+    pairs = scratch.chapter_chains("smoke")
+    results = [scratch.run_scratch_chain(st, n, runs_dir=tmp_path, device="cpu", progress=False,
+                                         log=lambda message: None) for st, n in pairs]
+    numbers = scratch.chapter_numbers(results)
+    by_key = scratch.chapter_runs(results)
+    assert set(by_key) == {(p, 1.0) for p in scratch.POLICIES} | {("replace", 0.3), ("accumulate", 0.3)}
+    assert numbers["scratch_loss_t1"][0] == by_key[("replace", 1.0)].metrics[0]["test_cross_entropy"]
+    assert numbers["scratch_loss_t10_replace_T1"][0] == by_key[("replace", 1.0)].metrics[9]["test_cross_entropy"]
+    for policy in scratch.POLICIES:
+        assert numbers[f"scratch_loss_t4_{policy}_T1"][0] == by_key[(policy, 1.0)].metrics[3]["test_cross_entropy"]
+    assert "scratch_loss_t4_replace_T0.3" in numbers and "scratch_loss_t10_accumulate_T1" not in numbers
+    assert 1.0 < numbers["scratch_gen0_excess_over_source"][0]  # a model never beats its source on average

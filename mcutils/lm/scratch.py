@@ -1055,3 +1055,37 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- what the chapter reports ------------------------------------------------------------
+
+def chapter_runs(results: list[ScratchResult]) -> dict[tuple[str, float], ScratchResult]:
+    """The first model's chains of :func:`chapter_chains`, by ``(policy, temperature)``."""
+    first = results[0].settings
+    return {(r.settings.policy, r.settings.temperature): r for r in results
+            if (r.settings.family, r.settings.hidden_size) == (first.family, first.hidden_size)}
+
+
+def chapter_numbers(results: list[ScratchResult]) -> dict[str, tuple[float, str]]:
+    """The chapter's key numbers, ``{name: (value, what)}``: Table 2's cells and generation 0's criteria.
+
+    One function for chapter 07 and for measuring the numbers' tolerances, so that the two
+    cannot drift apart.  ``t`` is the paper's model index: ``t = 1`` is generation 0.
+    """
+    from .scratch_fidelity import generation0_measures
+
+    by_key = chapter_runs(results)
+    replace = by_key[("replace", 1.0)]
+    out = {"scratch_loss_t1": (replace.metrics[0]["test_cross_entropy"],
+                               "from scratch: test cross-entropy of the model trained on real data (t=1, nats/token)")}
+    for (policy, temperature), r in by_key.items():
+        for t in (4, 10):
+            if r.n_generations >= t - 1:
+                out[f"scratch_loss_t{t}_{policy}_T{temperature:g}"] = (
+                    r.metrics[t - 1]["test_cross_entropy"],
+                    f"from scratch, {policy} at T={temperature:g}: test cross-entropy at t={t} (nats/token)")
+    if replace.settings.is_synthetic:
+        measures = generation0_measures(replace.metrics[0], replace.metrics[1]["synthetic"]["true_cross_entropy"])
+        for name in ("excess_over_source", "samples_true_ratio", "samples_non_word_token_share"):
+            out[f"scratch_gen0_{name}"] = (measures[name], f"from scratch, generation 0: {name.replace('_', ' ')}")
+    return out

@@ -16,7 +16,10 @@ side of the image, so the same layers fit 28×28 MNIST (7×7 feature maps)
 and scikit-learn's bundled 8×8 digits (2×2 feature maps) of the quick profile.
 
 Images are numpy ``float32`` arrays ``(n, 1, side, side)`` in [0, 1], so
-that the policies of :mod:`mcutils.generational` apply unchanged.
+that the policies of :mod:`mcutils.generational` apply unchanged: the
+replace of Shumailov et al. and the accumulate of Gerstgrasser et al., whose
+VAE test error (:func:`heldout_loss`) is measured on real images held out
+from every generation's training set (:func:`train_test_images`).
 """
 from __future__ import annotations
 

@@ -19,14 +19,13 @@ data are the cause, it collapses at the same generation.
 
 ``python -m benchmarks.vae_collapse`` (about 3 minutes of CPU at one thread
 when nothing else runs) writes ``benchmarks/vae_collapse.md``: a table and,
-in a fenced ``json`` block, every measured number, which the chapter reads
-(:func:`read_results`); the chapter prints nothing that this file does not hold.
+in a fenced ``json`` block, every measured number, which a cell of the 05_vae
+chapter reads and prints; the chapter states no number that this file does not hold.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -61,15 +60,6 @@ def measure(epochs: int) -> dict:
 def first_collapsed(kl: list, threshold: float = 0.05) -> int | None:
     """The first generation whose posterior KL is below ``threshold`` nats per image (None if none)."""
     return next((g for g, value in enumerate(kl) if value < threshold), None)
-
-
-def read_results(path: str | Path = RESULTS) -> dict | None:
-    """The measured numbers of the last run (the json block of the results file), or None if absent."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    match = re.search(r"```json\n(.*?)\n```", path.read_text(), flags=re.S)
-    return json.loads(match.group(1)) if match else None
 
 
 def main() -> dict:

@@ -248,3 +248,18 @@ def test_mnist_fails_clearly_and_quickly_offline(tmp_path):
     seconds, message = float(lines[0]), "\n".join(lines[1:])
     assert "ylecun/mnist" in message and "dataset='digits'" in message and "internet" in message
     assert seconds < 15
+
+
+def test_the_collapse_benchmark_report_holds_what_the_vae_chapter_prints():
+    """book/05_vae reads benchmarks/vae_collapse.md's json block; a rerun of the benchmark must keep its fields."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "vae_collapse.md").read_text()
+    report = json.loads(re.search(r"```json\n(.*?)\n```", text, flags=re.S).group(1))
+    assert {"dataset", "seed", "n_generations", "collapse_threshold_nats", "runs"} <= set(report)
+    assert [run["epochs"] for run in report["runs"]] == [20, 60]  # the quick profile's, and three times as many
+    for run in report["runs"]:
+        assert len(run["kl_per_image"]) == report["n_generations"] + 1
+        below = [g for g, kl in enumerate(run["kl_per_image"]) if kl < report["collapse_threshold_nats"]]
+        assert run["first_collapsed_generation"] == (below[0] if below else None)

@@ -7,6 +7,7 @@ PALETTE = {
     "replace": "#c0392b",
     "accumulate": "#2471a3",
     "accumulate-subsample": "#229954",
+    "replace-grown": "#d68910",  # linear regression's grown-synthetic control
     "real": "#7f8c8d",
     "theory": "#000000",
 }

@@ -15,7 +15,7 @@ Three chains, each simulated for many independent runs at once with numpy:
 :func:`linear_regression_chain`
     Gerstgrasser et al.'s linear-regression analysis (after Dohmatob et al.): least squares
     refitted on labels produced by the previous model, with the data
-    replaced or accumulated.
+    replaced or accumulated (and a replaced set grown to accumulate's size).
 
 Exact, not approximate: wherever the fitted parameters depend on a sample
 only through sufficient statistics whose law is known, the statistics are
@@ -405,7 +405,18 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
     ``"accumulate-subsample"``
         ``T`` rows drawn uniformly without replacement from that stack
         (minimum-norm least squares if the drawn rows happen to repeat so
-        much that they lose rank).
+        much that they lose rank);
+    ``"replace-grown"``
+        Gerstgrasser et al.'s control, "synthetic data only, but growing":
+        model ``i`` (``i >= 1``) sees no real label and none of the earlier
+        synthetic ones, but ``(i + 1) T`` rows, as many as accumulate's
+        stack, all labelled by ``ŵ_{i-1}``.  They are formed as the same
+        design stacked ``i + 1`` times, each copy with its own fresh noise,
+        ``([X; …; X], [Xŵ_{i-1} + ε_{i,1}; …; Xŵ_{i-1} + ε_{i,i+1}])``.  (The
+        paper's iteration ``n`` has ``T·n`` rows; it is our ``i = n - 1``.)
+        This keeps the setting's fixed design; rows with a freshly drawn
+        design would give a fit whose variance has ``d/((i + 1)T - d - 1)``
+        in place of ``d/((i + 1)(T - d - 1))``, not the paper's exact ``1/n``.
 
     Returns ``errors`` of shape ``(n_runs, n_generations + 1)``:
     ``errors[:, i] = ‖ŵ_i - w*‖²``, so column 0 is the model fitted on real
@@ -422,14 +433,22 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
       (with ``ŵ_{-1} := w*``) telescopes to ``ŵ_i - w* = Σ_{j=0}^{i} δ_j/(j + 1)``,
       so ``E errors[:, i] = σ² d/(T - d - 1) · Σ_{k=1}^{i+1} 1/k²``, bounded
       by ``σ² d/(T - d - 1) · π²/6`` for every ``i``;
+    - replace-grown: OLS on ``i + 1`` copies of ``X`` is OLS on ``X`` with the
+      average of the ``i + 1`` label vectors, ``Xŵ_{i-1} + ε̄`` with
+      ``ε̄ ~ N(0, σ²/(i + 1) · I_T)``, so ``ŵ_i = ŵ_{i-1} + P ε̄`` and, in
+      law, ``ŵ_i - w* = Σ_{j=0}^{i} δ_j/sqrt(j + 1)``:
+      ``E errors[:, i] = σ² d/(T - d - 1) · Σ_{k=1}^{i+1} 1/k``, which grows
+      like ``ln(i + 1) + γ`` (Euler's γ): without bound, but only
+      logarithmically;
 
     using ``E tr (XᵀX)⁻¹ = d/(T - d - 1)`` (mean of an inverse Wishart;
     finite for ``T > d + 1``).
 
-    How it is simulated: replace and accumulate depend on ``X`` only
+    How it is simulated: replace, accumulate and replace-grown depend on ``X`` only
     through ``XᵀX ~ Wishart_d(T, I) = A Aᵀ`` (Bartlett) and on the noise only
     through ``δ_j = σ A⁻ᵀ z_j`` with ``z_j ~ N(0, I_d)``, which is what is
-    drawn: exact in distribution, independent of ``w*``, with cost
+    drawn (replace-grown's ``P ε̄`` is ``δ_j/sqrt(j + 1)``): exact in
+    distribution, independent of ``w*``, with cost
     ``O(n_runs · n_generations · d)``.  accumulate-subsample keeps the real
     design ``X`` and every label vector; since OLS is equivariant under
     ``y → y + Xv`` whenever the subsample has full column rank, errors are
@@ -446,10 +465,12 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
     sigma2 = validate.number("noise_var", noise_var, minimum=0.0)
     g = validate.non_negative_int("n_generations", n_generations) + 1  # models fitted, generation 0 included
     r = validate.positive_int("n_runs", n_runs)
-    pol = _policy(policy)
+    # "replace-grown" is a control of this chain only, not a policy of mcutils.generational
+    grown = isinstance(policy, str) and policy == "replace-grown"
+    pol = _policy("replace" if grown else policy)
     if pol.real_fraction > 0:
-        raise validate.ParameterError("linear_regression_chain takes no real_fraction; "
-                                      "use policy 'replace', 'accumulate' or 'accumulate-subsample'")
+        raise validate.ParameterError("linear_regression_chain takes no real_fraction; use policy 'replace', "
+                                      "'accumulate', 'accumulate-subsample' or 'replace-grown'")
     if t < d:
         raise validate.ParameterError(f"n_samples must be >= dim = {d} for a unique least-squares fit, got {t}")
     if pol.name == "accumulate-subsample" and r * g * t > MAX_POOL_VALUES:
@@ -465,6 +486,8 @@ def linear_regression_chain(dim: int, n_samples: int, noise_var: float, n_genera
         delta = sigma * np.linalg.solve(np.swapaxes(a, -1, -2), z)  # σ A⁻ᵀ z ~ N(0, σ²(XᵀX)⁻¹)
         if pol.name == "accumulate":
             delta = delta / np.arange(1, g + 1)
+        elif grown:  # model i averages i + 1 fresh noise vectors: P ε̄ ~ δ_i / sqrt(i + 1)
+            delta = delta / np.sqrt(np.arange(1, g + 1))
         return (np.cumsum(delta, axis=-1) ** 2).sum(axis=1)
 
     # accumulate-subsample: actual design and labels, w* = 0

@@ -16,7 +16,8 @@ Gaussian chain (Shumailov et al. §3.2, Theorem 3.1)
     squared W2 distance in 1-D, and bounds in d dimensions) and the exact
     expected covariance and mean drift under ``accumulate``.
 Linear regression (Gerstgrasser et al.'s analysis, after Dohmatob et al.)
-    the expected squared parameter error under replace and accumulate.
+    the expected squared parameter error under replace, accumulate and the
+    grown-synthetic control (replace-grown).
 
 The chapters label these formulas as equations ``eq-...`` (book/01_theory, book/02_discrete_chain,
 book/03_gaussian); each function's docstring names the equation it computes.
@@ -404,23 +405,39 @@ def linear_regression_error(dim: int, n_samples: int, noise_var: float, n_genera
     """``E‖ŵ_i - w*‖²`` for ``i = 0..n_generations`` (``n_generations`` refits after the first fit).
 
     Gerstgrasser et al.: linear growth when data are replaced, a bound
-    independent of ``i`` when they accumulate.
+    independent of ``i`` when they accumulate, and logarithmic growth for
+    their control that replaces the data with a synthetic set grown to
+    accumulate's size.
 
     Index ``i`` as in :func:`mcutils.simulate.linear_regression_chain`
-    (``i = 0``: the fit on real data).  With ``c = σ² d / (T - d - 1)``:
-    replace ``c (i + 1)``; accumulate ``c Σ_{k=1}^{i+1} 1/k²`` (< ``c π²/6``).
+    (``i = 0``: the fit on real data; the paper's iteration ``n = i + 1``),
+    whose docstring derives each form.  With ``c = σ² d / (T - d - 1)``:
+
+    - ``"replace"``: ``c (i + 1)``;
+    - ``"accumulate"``: ``c Σ_{k=1}^{i+1} 1/k²`` (< ``c π²/6``);
+    - ``"replace-grown"`` (model ``i`` fitted on the same ``X`` stacked
+      ``i + 1`` times, every copy labelled by ``ŵ_{i-1}`` with fresh noise):
+      ``c Σ_{k=1}^{i+1} 1/k = c H_{i+1}``, the harmonic number, which lies
+      between ``c (ln(i + 1) + γ)`` and ``c (ln(i + 1) + γ + 1/(2(i + 1)))``
+      (Euler's ``γ ≈ 0.5772``): unbounded, like replace, but only
+      logarithmic, far below replace's ``c (i + 1)``.
+
     Needs ``T > d + 1``.
     """
     d = validate.positive_int("dim", dim)
     t = validate.positive_int("n_samples", n_samples)
     sigma2 = validate.number("noise_var", noise_var, minimum=0.0)
     g = validate.non_negative_int("n_generations", n_generations) + 1  # models, generation 0 included
-    validate.choice("policy", policy, ["replace", "accumulate"])
+    validate.choice("policy", policy, ["replace", "accumulate", "replace-grown"])
     if t <= d + 1:
         raise validate.ParameterError(f"n_samples must be > dim + 1 = {d + 1} for a finite expected error, got {t}")
     c = sigma2 * d / (t - d - 1)
     k = np.arange(1, g + 1)
-    return c * k if policy == "replace" else c * np.cumsum(1.0 / k**2)
+    if policy == "replace":
+        return c * k
+    if policy == "replace-grown":
+        return c * np.cumsum(1.0 / k)
+    return c * np.cumsum(1.0 / k**2)
 
 
 def linear_regression_accumulate_limit(dim: int, n_samples: int, noise_var: float) -> float:

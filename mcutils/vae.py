@@ -16,7 +16,10 @@ side of the image, so the same layers fit 28×28 MNIST (7×7 feature maps)
 and scikit-learn's bundled 8×8 digits (2×2 feature maps) of the quick profile.
 
 Images are numpy ``float32`` arrays ``(n, 1, side, side)`` in [0, 1], so
-that the policies of :mod:`mcutils.generational` apply unchanged.
+that the policies of :mod:`mcutils.generational` apply unchanged: the
+replace of Shumailov et al. and the accumulate of Gerstgrasser et al., whose
+VAE test error (:func:`heldout_loss`) is measured on real images held out
+from every generation's training set (:func:`train_test_images`).
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ STREAM_TRAINING = 0x7A1      # generation g's training run (its weights, noise a
 STREAM_GRID = 0x6D1          # generation g's grid of random-latent samples (Fig. 9)
 STREAM_SAMPLES = 0x5A1       # generation g's samples: the next generation's training data
 STREAM_CLASSIFIER = 0xC1A    # the real images' split for the digit classifier
+STREAM_TEST_SPLIT = 0x7E5    # the digits' held-out test split (train_test_images)
+STREAM_TEST = 0x7E1          # generation g's reparameterisation draws on the held-out images (heldout_loss)
 STREAM_WEIGHTS = 0           # within a training run: weights, reparameterisation noise and batch order
 STREAM_LATENTS = 1           # within sample_images: the prior draws
 
@@ -103,6 +108,30 @@ def load_images(dataset: str = "digits") -> tuple[np.ndarray, np.ndarray]:
     """The training images and labels of ``"digits"`` (quick, offline) or ``"mnist"`` (paper)."""
     validate.choice("dataset", dataset, DATASETS)
     return load_digits_images() if dataset == "digits" else load_mnist("train")
+
+
+def train_test_images(dataset: str = "digits", *, seed: int = 0, test_fraction: float = 0.2):
+    """Real training images and labels, and real test images and labels that no VAE trains on.
+
+    ``"mnist"``: its official splits (60 000 training and 10 000 test
+    images).  ``"digits"`` has no split of its own: a fraction
+    ``test_fraction`` of its 1797 images, drawn uniformly with
+    ``SeedSequence([seed, STREAM_TEST_SPLIT])``, is held out (360 images at
+    the default 0.2) and the rest is the training set.  Returns
+    ``(train_images, train_labels, test_images, test_labels)``.
+    """
+    validate.choice("dataset", dataset, DATASETS)
+    validate.seed("seed", seed)
+    fraction = validate.fraction("test_fraction", test_fraction)
+    if not 0 < fraction < 1:
+        raise validate.ParameterError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    if dataset == "mnist":
+        return (*load_mnist("train"), *load_mnist("test"))
+    images, labels = load_digits_images()
+    order = np.random.default_rng([seed, STREAM_TEST_SPLIT]).permutation(len(images))
+    n_test = int(round(fraction * len(images)))
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return images[train], labels[train], images[test], labels[test]
 
 
 # --------------------------------------------------------------------------- the model
@@ -229,6 +258,41 @@ def posterior_kl(model: VAE, images: np.ndarray, batch_size: int = 4096) -> floa
     return total / len(images)
 
 
+@torch.no_grad()
+def heldout_loss(model: VAE, images: np.ndarray, *, seed: int = 0, batch_size: int = 4096) -> dict:
+    """The VAE's loss on ``images`` it never trained on, in nats per image: the test error of a generation.
+
+    The same loss as training (:func:`vae_loss`), averaged over images: the
+    binary cross-entropy of the reconstruction of ``x`` from one latent
+    ``z ~ q(z|x)`` plus ``KL(q(z|x) ‖ N(0, I))``.  That is the negative
+    evidence lower bound (ELBO) estimated with one reparameterised draw per
+    image, an unbiased estimate of ``E_x[-ELBO(x)]`` (for binary images an
+    upper bound on ``-log p(x)``; for grey levels the cross-entropy is only
+    a loss, not a log-likelihood).  The draws come from
+    ``SeedSequence([seed, STREAM_TEST])``, so the value is a deterministic
+    function of the model, the images and ``seed``.
+
+    Returns ``{"loss": ..., "reconstruction": ..., "kl": ...}`` (loss = the other two).
+    A VAE trained on data like ``images`` scores low; a generation that has
+    drifted from the real images, or collapsed to one output, scores high.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1:] != (1, model.image_size, model.image_size) or len(images) == 0:
+        raise validate.ParameterError(
+            f"images must have shape (n >= 1, 1, {model.image_size}, {model.image_size}) for this model, got {images.shape}")
+    device = next(model.parameters()).device
+    noise = torch.randn(len(images), model.latent_dim, generator=_generator(seed, STREAM_TEST))  # all at once: batching changes nothing
+    reconstruction = kl = 0.0
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i:i + batch_size]).to(device)
+        mean, logvar = model.encode(x)
+        z = mean + noise[i:i + batch_size].to(device) * torch.exp(0.5 * logvar)
+        reconstruction += float(F.binary_cross_entropy(model.decode(z), x, reduction="sum"))
+        kl += float((-0.5 * (1 + logvar - mean.pow(2) - logvar.exp())).sum())
+    n = len(images)
+    return {"loss": (reconstruction + kl) / n, "reconstruction": reconstruction / n, "kl": kl / n}
+
+
 def pixel_spread(images: np.ndarray) -> float:
     """The standard deviation of each pixel across images, averaged over pixels: how much the images differ."""
     return float(np.asarray(images).std(axis=0).mean())
@@ -321,7 +385,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
               batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-5, latent_dim: int = 20,
               seed: int = 0, device: str = "cpu", policy: str = "replace", n_grid: int = 16,
               channels: tuple[int, int] = (64, 128), runs_root: str | Path | None = None,
-              log=print) -> VAEChain:
+              test_images: np.ndarray | None = None, log=print) -> VAEChain:
     """Train a VAE, sample as many images from its prior, train the next VAE on them, and so on.
 
     Generation 0 learns the real ``images``; generation ``i + 1`` learns the
@@ -339,6 +403,12 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     The seeds of generation ``NN`` depend only on ``seed`` and ``NN``, so a
     resumed chain ends as an uninterrupted one would, and a longer chain
     reuses the generations of a shorter one.
+
+    ``test_images``: real images of the same size that no generation
+    trains on.  Given, every generation also records its loss on them
+    (:func:`heldout_loss`, seeded by ``seed`` and the generation) as
+    ``test_loss``, ``test_reconstruction`` and ``test_kl``: Gerstgrasser et
+    al.'s test error.  They are part of what names a stored chain.
     """
     validate.non_negative_int("n_generations", n_generations)
     validate.positive_int("epochs", epochs)
@@ -355,13 +425,21 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
     if labels.shape != (len(images),):
         raise validate.ParameterError(f"labels must have one entry per image ({len(images)}), got shape {labels.shape}")
     VAE(images.shape[-1], latent_dim, channels)  # fail now on a bad shape, not after training
+    if test_images is not None:
+        test_images = np.asarray(test_images, dtype=np.float32)
+        if test_images.ndim != 4 or test_images.shape[1:] != images.shape[1:] or len(test_images) == 0:
+            raise validate.ParameterError(f"test_images must have shape (n >= 1, {', '.join(map(str, images.shape[1:]))}) "
+                                          f"like images, got {test_images.shape}")
+        if test_images.min() < 0 or test_images.max() > 1:
+            raise validate.ParameterError("test_images must lie in [0, 1] (binary cross-entropy targets)")
     device = validate.resolve_device(device)
     run_dir = None
     if runs_root is not None:
+        extra = {} if test_images is None else {"test_data": _fingerprint(test_images)}  # old chains keep their names
         settings = chain_settings(images, labels, epochs=epochs, batch_size=batch_size, lr=lr,
                                   weight_decay=weight_decay, latent_dim=latent_dim, seed=seed,
                                   device=torch.device(device).type, policy=policy.label, n_grid=n_grid,
-                                  channels=list(channels))
+                                  channels=list(channels), **extra)
         run_dir = Path(runs_root).expanduser() / runs.run_name("vae", settings)
         if not all(runs.is_complete(run_dir, g) for g in range(n_generations + 1)):
             # before any work: a folder to write, with room for the generations
@@ -379,7 +457,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
             return _vae_chain(images, labels, n_generations, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay, latent_dim=latent_dim, seed=seed, device=device,
                               policy=policy, n_grid=n_grid, channels=channels, run_dir=run_dir, n_stored=n_stored,
-                              log=log)
+                              test_images=test_images, log=log)
         except OSError as exc:
             error = runs.write_error(exc, runs_root, "runs_root (the chapter's runs_dir)") if run_dir else None
             if error is None:
@@ -388,7 +466,7 @@ def vae_chain(images: np.ndarray, labels: np.ndarray, n_generations: int, *, epo
 
 
 def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_decay, latent_dim, seed, device,
-               policy, n_grid, channels, run_dir, n_stored=0, log) -> VAEChain:
+               policy, n_grid, channels, run_dir, n_stored=0, test_images=None, log) -> VAEChain:
     classifier, accuracy = digit_classifier(images, labels, seed=seed)
     chain = VAEChain(classifier_accuracy=accuracy, run_dir=str(run_dir) if run_dir else None)
     chain.real = {"class_mix": class_mix(classifier, images).tolist()}
@@ -412,6 +490,9 @@ def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_
             metrics = {"generation": index, "final_loss": losses[-1], "losses": losses,
                        "kl_per_image": posterior_kl(model, data), "n_train": len(data),
                        "train_seconds": time.perf_counter() - start}
+            if test_images is not None:
+                held = heldout_loss(model, test_images, seed=derived_seed(seed, STREAM_TEST, index))
+                metrics.update({f"test_{k}": v for k, v in held.items()})
         if state["encoder"] is None:
             state["encoder"] = model
         samples = sample_images(model, n, seed=derived_seed(seed, STREAM_SAMPLES, index))
@@ -424,7 +505,9 @@ def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_
                 _save_generation(gen_dir, model, grid, metrics)
             log(f"generation {index:2d}: loss {metrics['final_loss']:.1f} (KL {metrics['kl_per_image']:.1f}), "
                 f"latent mean {metrics['latent_mean']:+.3f} std {metrics['latent_std']:.3f}, "
-                f"class entropy {metrics['class_entropy_bits']:.2f} bits ({metrics['train_seconds']:.1f} s)")
+                f"class entropy {metrics['class_entropy_bits']:.2f} bits"
+                + (f", test loss {metrics['test_loss']:.1f}" if "test_loss" in metrics else "")
+                + f" ({metrics['train_seconds']:.1f} s)")
         if index == 0:
             chain.real.update(_latent_stats(model, images))
         chain.metrics.append(metrics)
@@ -441,9 +524,14 @@ def _vae_chain(images, labels, n_generations, *, epochs, batch_size, lr, weight_
     return chain
 
 
+def _fingerprint(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return f"{arrays[0].shape}:{digest.hexdigest()[:16]}"
+
+
 def chain_settings(images: np.ndarray, labels: np.ndarray, **settings) -> dict:
     """What names a stored chain: the settings, a fingerprint of the data, the code's format and torch."""
-    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
-    digest.update(np.ascontiguousarray(labels).tobytes())
     return {"format": FORMAT_VERSION, "torch": torch.__version__.split("+")[0],
-            "data": f"{images.shape}:{digest.hexdigest()[:16]}", **settings}
+            "data": _fingerprint(images, labels), **settings}

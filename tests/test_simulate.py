@@ -283,7 +283,7 @@ def test_gaussian_subsample_memory_cap():
 
 # --------------------------------------------------------- linear regression
 
-@pytest.mark.parametrize("policy", ["replace", "accumulate", "accumulate-subsample"])
+@pytest.mark.parametrize("policy", ["replace", "accumulate", "accumulate-subsample", "replace-grown"])
 def test_regression_shape_and_determinism(policy):
     out = simulate.linear_regression_chain(3, 10, 0.5, 4, n_runs=6, seed=1, policy=policy)
     assert out.shape == (6, 5) and np.all(out >= 0)  # generation 0 and 4 refits
@@ -291,7 +291,7 @@ def test_regression_shape_and_determinism(policy):
     assert simulate.linear_regression_chain(3, 10, 0.0, 4, n_runs=2, policy=policy).max() == 0.0
 
 
-@pytest.mark.parametrize("policy", ["replace", "accumulate"])
+@pytest.mark.parametrize("policy", ["replace", "accumulate", "replace-grown"])
 def test_regression_matches_closed_form(policy):
     d, t, noise, g, r = 5, 20, 2.0, 12, 20000
     out = simulate.linear_regression_chain(d, t, noise, g, n_runs=r, seed=2, policy=policy)
@@ -320,6 +320,41 @@ def test_regression_matches_naive_loop(policy):
     naive = _naive_regression(policy, d, t, noise, g, 1500, seed=3)
     fast = simulate.linear_regression_chain(d, t, noise, g, n_runs=20000, seed=4, policy=policy)
     assert_same_mean(fast, naive)
+
+
+def _naive_grown_regression(d, t, noise, g, runs, seed):
+    """replace-grown the slow way: model i refits lstsq on X stacked i + 1 times, each copy
+    labelled by the previous fit plus its own fresh noise (no real or older label kept)."""
+    rng = np.random.default_rng(seed)
+    errors = np.empty((runs, g + 1))
+    for run in range(runs):
+        x = rng.standard_normal((t, d))
+        w_star = rng.standard_normal(d)
+        w = np.linalg.lstsq(x, x @ w_star + np.sqrt(noise) * rng.standard_normal(t), rcond=None)[0]
+        errors[run, 0] = np.sum((w - w_star) ** 2)
+        for i in range(1, g + 1):
+            stacked = np.tile(x, (i + 1, 1))
+            labels = stacked @ w + np.sqrt(noise) * rng.standard_normal((i + 1) * t)
+            w = np.linalg.lstsq(stacked, labels, rcond=None)[0]
+            errors[run, i] = np.sum((w - w_star) ** 2)
+    return errors
+
+
+def test_replace_grown_fast_sampler_matches_the_relabel_and_refit_loop():
+    d, t, noise, g = 3, 8, 1.0, 5
+    naive = _naive_grown_regression(d, t, noise, g, 1500, seed=5)
+    fast = simulate.linear_regression_chain(d, t, noise, g, n_runs=20000, seed=6, policy="replace-grown")
+    assert_same_mean(fast, naive)
+    # and both match the closed form c·H_{i+1}, which at these sizes is far from replace's c·(i + 1)
+    assert_mean_close(naive, theory.linear_regression_error(d, t, noise, g, "replace-grown"))
+
+
+def test_replace_grown_lies_between_accumulate_and_replace_from_the_second_model_on():
+    d, t, noise, g, r = 4, 30, 1.0, 30, 20000
+    means = {policy: simulate.linear_regression_chain(d, t, noise, g, n_runs=r, seed=[7, k], policy=policy).mean(axis=0)
+             for k, policy in enumerate(["replace", "accumulate", "replace-grown"])}
+    assert np.all(means["accumulate"][2:] < means["replace-grown"][2:])
+    assert np.all(means["replace-grown"][2:] < means["replace"][2:])
 
 
 @pytest.mark.parametrize("kwargs, match", [

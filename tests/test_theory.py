@@ -226,6 +226,17 @@ def test_regression_closed_forms():
     assert theory.linear_regression_error(4, 30, 1.5, 10_000, "accumulate")[-1] < limit
 
 
+def test_replace_grown_closed_form_is_c_times_the_harmonic_numbers_and_grows_like_log_n():
+    c = 1.5 * 4 / (30 - 4 - 1)
+    grown = theory.linear_regression_error(4, 30, 1.5, 999, "replace-grown")
+    n = np.arange(1, 1001)
+    np.testing.assert_allclose(grown[:5], c * np.array([1, 3 / 2, 11 / 6, 25 / 12, 137 / 60]))
+    # H_n - ln n - γ lies in (0, 1/(2n)]
+    gap = grown / c - np.log(n) - np.euler_gamma
+    assert np.all(gap > 0) and np.all(gap <= 1 / (2 * n) + 1e-12)
+    assert grown[-1] < theory.linear_regression_error(4, 30, 1.5, 999, "replace")[-1] / 100
+
+
 def test_inverse_wishart_trace_mean_used_by_regression():
     """E tr (XᵀX)⁻¹ = d/(T - d - 1) for Gaussian X, checked by simulation."""
     rng = np.random.default_rng(1)
@@ -248,6 +259,7 @@ def test_inverse_wishart_trace_mean_used_by_regression():
     (lambda: theory.gaussian_expected_w2_sq(10, 3, var0=0.0), "var0"),
     (lambda: theory.linear_regression_error(5, 6, 1.0, 3), "n_samples"),
     (lambda: theory.linear_regression_error(5, 20, -1.0, 3), "noise_var"),
+    (lambda: theory.linear_regression_error(5, 20, 1.0, 3, "accumulate-subsample"), "policy"),
     (lambda: theory.gaussian_w2(np.zeros(2), np.eye(3), np.zeros(2), np.eye(3)), "gaussian_w2"),
 ])
 def test_theory_validation(call, match):

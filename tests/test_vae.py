@@ -127,6 +127,70 @@ def test_chain_records_every_generation_and_resumes(digits, tmp_path, monkeypatc
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("vae-")]) == 2
 
 
+def test_heldout_loss_is_the_training_loss_per_image_and_deterministic(digits):
+    model, _ = vae.train_vae(digits[0][:64], epochs=1, seed=0)
+    images = digits[0][64:96]
+    held = vae.heldout_loss(model, images, seed=5)
+    assert held == vae.heldout_loss(model, images, seed=5)
+    batched = vae.heldout_loss(model, images, seed=5, batch_size=7)  # the same draws: only the rounding of the sums moves
+    assert batched == {k: pytest.approx(v, rel=1e-6) for k, v in held.items()}
+    assert held["loss"] == pytest.approx(held["reconstruction"] + held["kl"])
+    assert held["kl"] == pytest.approx(vae.posterior_kl(model, images), rel=1e-5)
+    # the reconstruction term is vae_loss's with the same draws: replay them
+    x = torch.as_tensor(images)
+    with torch.no_grad():
+        mean, logvar = model.encode(x)
+        noise = torch.randn(len(images), 20, generator=vae._generator(5, vae.STREAM_TEST))
+        summed = vae.vae_loss(model.decode(mean + noise * torch.exp(0.5 * logvar)), x, mean, logvar)
+    assert held["loss"] == pytest.approx(summed.item() / len(images), rel=1e-5)
+    assert held != vae.heldout_loss(model, images, seed=6)
+
+
+def test_heldout_loss_is_higher_for_a_model_that_never_saw_such_images(digits):
+    images = digits[0]
+    trained, _ = vae.train_vae(images[:1000], epochs=5, seed=0)
+    untrained, _ = vae.train_vae(images[:1000], epochs=1, lr=1e-9, seed=0)  # barely moved from its initial weights
+    assert vae.heldout_loss(trained, images[1000:])["loss"] < 0.8 * vae.heldout_loss(untrained, images[1000:])["loss"]
+
+
+def test_heldout_loss_refuses_images_of_another_size(digits):
+    model, _ = vae.train_vae(digits[0][:16], epochs=1, seed=0)
+    with pytest.raises(ParameterError, match="images must have shape"):
+        vae.heldout_loss(model, np.zeros((3, 1, 28, 28), dtype=np.float32))
+
+
+def test_digits_test_split_is_disjoint_seeded_and_a_fifth():
+    train, train_labels, test, test_labels = vae.train_test_images("digits", seed=0)
+    assert len(test) == 359 or len(test) == 360
+    assert len(train) + len(test) == 1797 and len(train_labels) == len(train) and len(test_labels) == len(test)
+    flat = {im.tobytes() for im in train}
+    assert sum(im.tobytes() in flat for im in test) <= 20  # the digits hold a few exact duplicates, no more
+    again = vae.train_test_images("digits", seed=0)
+    np.testing.assert_array_equal(again[2], test)
+    assert not np.array_equal(vae.train_test_images("digits", seed=1)[2], test)
+    with pytest.raises(ParameterError, match="test_fraction"):
+        vae.train_test_images("digits", test_fraction=0.0)
+
+
+@pytest.mark.parametrize("policy, sizes", [("replace", [120, 120, 120]), ("accumulate", [120, 240, 360])])
+def test_chain_records_the_test_loss_of_every_generation_under_both_policies(digits, tmp_path, policy, sizes):
+    images, labels, test = digits[0][:120], digits[1][:120], digits[0][1500:1560]
+    kwargs = dict(epochs=1, batch_size=64, seed=0, n_grid=2, policy=policy, log=lambda *_: None)
+    chain = vae.vae_chain(images, labels, 2, test_images=test, runs_root=tmp_path, **kwargs)
+    assert [m["n_train"] for m in chain.metrics] == sizes
+    for m in chain.metrics:
+        assert m["test_loss"] == pytest.approx(m["test_reconstruction"] + m["test_kl"]) and m["test_loss"] > 0
+    # the held-out images are part of the chain's name; without them no test loss is recorded
+    plain = vae.vae_chain(images, labels, 2, runs_root=tmp_path, **kwargs)
+    assert plain.run_dir != chain.run_dir and "test_loss" not in plain.metrics[0]
+    assert plain.metrics[0]["losses"] == chain.metrics[0]["losses"]  # the held-out images do not change training
+
+
+def test_chain_refuses_test_images_of_another_size(digits):
+    with pytest.raises(ParameterError, match="test_images must have shape"):
+        vae.vae_chain(digits[0][:20], digits[1][:20], 1, epochs=1, test_images=np.zeros((4, 1, 28, 28), np.float32))
+
+
 def test_chain_runs_at_mnist_size():
     # the paper profile's path, on stand-in 28x28 images (MNIST itself needs internet)
     rng = np.random.default_rng(0)
@@ -184,3 +248,18 @@ def test_mnist_fails_clearly_and_quickly_offline(tmp_path):
     seconds, message = float(lines[0]), "\n".join(lines[1:])
     assert "ylecun/mnist" in message and "dataset='digits'" in message and "internet" in message
     assert seconds < 15
+
+
+def test_the_collapse_benchmark_report_holds_what_the_vae_chapter_prints():
+    """book/05_vae reads benchmarks/vae_collapse.md's json block; a rerun of the benchmark must keep its fields."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "vae_collapse.md").read_text()
+    report = json.loads(re.search(r"```json\n(.*?)\n```", text, flags=re.S).group(1))
+    assert {"dataset", "seed", "n_generations", "collapse_threshold_nats", "runs"} <= set(report)
+    assert [run["epochs"] for run in report["runs"]] == [20, 60]  # the quick profile's, and three times as many
+    for run in report["runs"]:
+        assert len(run["kl_per_image"]) == report["n_generations"] + 1
+        below = [g for g, kl in enumerate(run["kl_per_image"]) if kl < report["collapse_threshold_nats"]]
+        assert run["first_collapsed_generation"] == (below[0] if below else None)

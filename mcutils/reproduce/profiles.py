@@ -2,7 +2,7 @@
 
 A profile (``profiles/<name>.yaml`` or any YAML file) has ``common``
 parameters for every chapter, a section per chapter under ``chapters`` and an
-optional ``timeout_s``.  :func:`plan_parameters` merges them with ``--param``
+optional ``timeout_s``; ``{checkout}`` in a value stands for the checkout's folder.  :func:`plan_parameters` merges them with ``--param``
 and checks every name and value against the notebook's ``parameters`` cell,
 so a misspelt name or a value of the wrong type is refused before any work.
 """
@@ -141,7 +141,28 @@ def load_profile(spec: str, root: Path) -> Profile:
     timeout = data.get("timeout_s")
     if timeout is not None and not positive_seconds(timeout):
         raise ReproduceError(f"profile {path}: timeout_s must be a positive number of seconds, got {timeout!r}")
-    return Profile(name, path, dict(common), {k: dict(v or {}) for k, v in chapters.items()}, timeout)
+    common = {k: expand_checkout(v, root) for k, v in common.items()}
+    chapters = {chapter: {k: expand_checkout(v, root) for k, v in (params or {}).items()}
+                for chapter, params in chapters.items()}
+    return Profile(name, path, common, chapters, timeout)
+
+
+CHECKOUT = "{checkout}"
+
+
+def expand_checkout(value, root: Path):
+    """A profile's value with ``{checkout}`` replaced by the book's folder (in strings and lists of them).
+
+    Papermill runs each chapter in its output folder, so a relative path in
+    a profile would mean another folder per chapter; ``{checkout}/...`` names
+    one inside the checkout wherever it is cloned (the paper-smoke profile's
+    stand-ins under ``{checkout}/.mcutils_cache/paper-smoke``).
+    """
+    if isinstance(value, str):
+        return value.replace(CHECKOUT, str(Path(root).resolve()))
+    if isinstance(value, list):
+        return [expand_checkout(v, root) for v in value]
+    return value
 
 
 def check_chapter_names(profile: Profile, chapters: list[Page]) -> None:

@@ -201,3 +201,20 @@ def test_assert_claims_must_be_a_boolean(tmp_path):
     (tmp_path / "bad.yaml").write_text("profile: bad\nassert_claims: 'no'\n")
     with pytest.raises(ReproduceError, match="assert_claims must be true or false"):
         load_profile(str(tmp_path / "bad.yaml"), ROOT)
+
+
+def test_on_a_real_dataset_only_the_criteria_without_the_truth_are_judged():
+    from mcutils.lm import fidelity
+
+    # Generation-0 metrics as a chain on wikitext (or its stand-in) writes them: no synthetic truth.
+    m0 = {"base_test_perplexity": 115.0, "test_perplexity": 34.0, "n_parameters": OPT125M_PARAMETERS,
+          "samples": {"distinct_share": 0.95, "tail": {"word_survival": 0.4}}, "real_data": {}}
+    measures = fidelity.generation0_measures(m0)
+    assert fidelity.measurable(measures) == ["fine_tuning_gain", "distinct"]
+    assert measures["gap_to_source"] is None and measures["topic_kept"] is None
+    assert fidelity.verdicts(measures) == {"fine_tuning_gain": True, "distinct": True}
+    synthetic = dict(m0, source_test_perplexity=30.0,
+                     samples=dict(m0["samples"], topic_kept=0.5, off_grammar_share=0.1),
+                     real_data={"off_grammar_share": 0.0})
+    assert fidelity.verdicts(fidelity.generation0_measures(synthetic)) == \
+        {"fine_tuning_gain": True, "gap_to_source": True, "topic_kept": False, "distinct": True}

@@ -5,8 +5,9 @@ parameters for every chapter, a section per chapter under ``chapters`` and an
 optional ``timeout_s``; ``{checkout}`` in a value stands for the checkout's
 folder, and ``assert_claims: false`` lets a chapter record a claim that does
 not hold and carry on (see :mod:`mcutils.results`).  :func:`plan_parameters`
-merges them with ``--param`` and checks every name and value against the notebook's ``parameters`` cell,
-so a misspelt name or a value of the wrong type is refused before any work.
+merges them with ``--param`` and checks every name and value against the
+notebook's ``parameters`` cell, so a misspelt name or a value of the wrong
+type is refused before any work.
 """
 from __future__ import annotations
 

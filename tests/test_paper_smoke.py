@@ -6,7 +6,7 @@ hub's OPT-125m, wikitext-2 and MNIST replaced by the local stand-ins of
 profile relies on; then the batch runner executes 05 and 06 under that
 profile (05 whole; of 06 one chain through ``python -m mcutils.lm`` with the
 chapter's settings, since the chapter's four chains of OPT-125m's size take
-about ten minutes; ``MCUTILS_PAPER_SMOKE_06=1`` runs the chapter too), and
+about 13 minutes; ``MCUTILS_PAPER_SMOKE_06=1`` runs the chapter too), and
 the results must show the paper profile's code paths: 28×28 images read
 through ``load_dataset``, the engine's paper settings on a model of
 125,239,296 parameters (OPT-125m's count), 5-way beam search by Hugging Face
@@ -146,7 +146,7 @@ def test_chapter_05_runs_the_paper_profiles_code_on_the_mnist_stand_in(standins,
 @pytest.mark.slow
 def test_one_chain_of_06_runs_the_engines_paper_profile_on_the_opt125m_stand_in(standins, tmp_path):
     # The chapter's settings for setting 1 under paper-smoke, through the command line the chapter's
-    # chains share (one chain of two models: the chapter itself runs four, about ten minutes).
+    # chains share (one chain of two models: the chapter itself runs four, about 13 minutes).
     p = load_profile("paper-smoke", ROOT).chapters["06_opt125m"]
     engine, overrides = lm.chapter_settings("custom", p["lm_profile"], p["lm_model"], p["lm_dataset"],
                                             p["lm_train_tokens"], lm_batch_size=p["lm_batch_size"])
@@ -166,7 +166,7 @@ def test_one_chain_of_06_runs_the_engines_paper_profile_on_the_opt125m_stand_in(
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MCUTILS_PAPER_SMOKE_06") != "1",
-                    reason="the whole of 06 on the stand-ins takes about ten minutes on 2 cores (four chains of "
+                    reason="the whole of 06 on the stand-ins takes about 13 minutes on 2 cores (four chains of "
                            "OPT-125m's size); set MCUTILS_PAPER_SMOKE_06=1 to run it")
 def test_chapter_06_runs_the_paper_profiles_code_on_the_stand_ins(standins, tmp_path):
     stream = io.StringIO()

@@ -60,9 +60,11 @@ test: $(STAMP)
 	$(PY) -m pytest tests book $(NBVAL_FLAGS) -ra $(PYTEST_ARGS)
 
 ## Run a profile's chapters with papermill into reproductions/$(PROFILE)/ and build its book:
-##   make reproduce PROFILE=quick|paper|path.yaml [CHAPTERS=02_discrete_chain,03_gaussian]
+##   make reproduce PROFILE=quick|paper|paper-smoke|path.yaml [CHAPTERS=02_discrete_chain,03_gaussian]
 ##   [REPRODUCE_ARGS="--param runs_dir=/data/runs --timeout 36000"]
+## PROFILE=paper-smoke (the paper profile's code on local stand-ins, a CPU, minutes) builds its stand-ins first.
 reproduce: $(STAMP)
+	$(if $(filter paper-smoke,$(PROFILE)),$(PY) -m mcutils.smoke --out .mcutils_cache/paper-smoke)
 	$(PY) -m mcutils.reproduce --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(REPRODUCE_ARGS)
 
 ## JupyterLab on the book's folder with the project's kernel (python3 of .venv).

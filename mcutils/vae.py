@@ -77,56 +77,81 @@ def images_from_hf(dataset) -> tuple[np.ndarray, np.ndarray]:
     return (images.astype(np.float32) / 255.0)[:, None], np.asarray(dataset["label"], dtype=np.int64)
 
 
-def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """MNIST through its public loader, ``datasets.load_dataset("ylecun/mnist")``.
+def load_mnist(split: str = "train", source: str = MNIST_HUB_ID) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST through its public loader, ``datasets.load_dataset("ylecun/mnist")``, or a local folder.
 
-    Needs internet the first time (then the Hugging Face cache); offline and
-    uncached it fails at once with :class:`DataUnavailableError`.
+    The hub's copy needs internet the first time (then the Hugging Face
+    cache); offline and uncached it fails at once with
+    :class:`DataUnavailableError`.  ``source`` may instead be a local folder
+    holding MNIST's layout (``train`` / ``test`` files with ``image`` and
+    ``label``, as ``python -m mcutils.smoke`` writes), read by the same call,
+    ``load_dataset(folder, split=split)``, without the hub.
     """
     validate.choice("split", split, ["train", "test"])
     from .lm.hub import go_offline, hub_endpoint, hub_offline, hub_reachable
 
+    local = Path(source).is_dir()
     advice = ("It is downloaded from the Hugging Face hub the first time (internet needed, then cached). "
               "Offline, use dataset='digits' (the quick profile's bundled 8x8 digits).")
     unreachable = False
-    if not hub_offline() and not hub_reachable():
+    if not local and not hub_offline() and not hub_reachable():
         # One request, not a minute of retries: load from the cache in offline mode, or fail now.
         unreachable = True
         go_offline()
     try:
         from datasets import load_dataset
-        dataset = load_dataset(MNIST_HUB_ID, split=split)
-    except Exception as exc:  # offline, no cache, hub unreachable
+        dataset = load_dataset(str(source), split=split)
+    except Exception as exc:  # offline, no cache, hub unreachable; a folder without that split
         why = (f"the hub ({hub_endpoint()}) did not answer and it is not cached" if unreachable
                else f"{type(exc).__name__}: {exc}")
         raise DataUnavailableError(
-            f"MNIST ({MNIST_HUB_ID!r}, split {split!r}) could not be loaded: {why}. {advice}") from None
+            f"MNIST ({str(source)!r}, split {split!r}) could not be loaded: {why}. "
+            + ("A local folder needs train and test files with columns image and label." if local else advice)
+        ) from None
+    missing = sorted({"image", "label"} - set(dataset.column_names))
+    if missing:
+        raise DataUnavailableError(f"{source!r}, split {split!r}, has columns {dataset.column_names}; "
+                                   f"MNIST's layout needs image and label (missing {missing})")
     return images_from_hf(dataset)
 
 
+def check_dataset(dataset) -> str:
+    """``"digits"``, ``"mnist"`` or a local folder in MNIST's layout; anything else is a ParameterError."""
+    if isinstance(dataset, str) and dataset in DATASETS:
+        return dataset
+    if isinstance(dataset, (str, Path)) and str(dataset) and Path(dataset).is_dir():
+        return str(dataset)
+    raise validate.ParameterError(f"dataset must be one of {list(DATASETS)} or a local folder in MNIST's layout "
+                                  f"(train/test files with image and label), got {dataset!r}")
+
+
 def load_images(dataset: str = "digits") -> tuple[np.ndarray, np.ndarray]:
-    """The training images and labels of ``"digits"`` (quick, offline) or ``"mnist"`` (paper)."""
-    validate.choice("dataset", dataset, DATASETS)
-    return load_digits_images() if dataset == "digits" else load_mnist("train")
+    """The training images and labels of ``"digits"`` (quick, offline), ``"mnist"`` (paper) or a folder
+    in MNIST's layout (read as the hub's copy is)."""
+    dataset = check_dataset(dataset)
+    if dataset == "digits":
+        return load_digits_images()
+    return load_mnist("train", MNIST_HUB_ID if dataset == "mnist" else dataset)
 
 
 def train_test_images(dataset: str = "digits", *, seed: int = 0, test_fraction: float = 0.2):
     """Real training images and labels, and real test images and labels that no VAE trains on.
 
-    ``"mnist"``: its official splits (60 000 training and 10 000 test
-    images).  ``"digits"`` has no split of its own: a fraction
+    ``"mnist"`` (or a folder in its layout): its official splits (60 000
+    training and 10 000 test images).  ``"digits"`` has no split of its own: a fraction
     ``test_fraction`` of its 1797 images, drawn uniformly with
     ``SeedSequence([seed, STREAM_TEST_SPLIT])``, is held out (360 images at
     the default 0.2) and the rest is the training set.  Returns
     ``(train_images, train_labels, test_images, test_labels)``.
     """
-    validate.choice("dataset", dataset, DATASETS)
+    dataset = check_dataset(dataset)
     validate.seed("seed", seed)
     fraction = validate.fraction("test_fraction", test_fraction)
     if not 0 < fraction < 1:
         raise validate.ParameterError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-    if dataset == "mnist":
-        return (*load_mnist("train"), *load_mnist("test"))
+    if dataset != "digits":  # MNIST, or a folder in its layout: its own test split
+        source = MNIST_HUB_ID if dataset == "mnist" else dataset
+        return (*load_mnist("train", source), *load_mnist("test", source))
     images, labels = load_digits_images()
     order = np.random.default_rng([seed, STREAM_TEST_SPLIT]).permutation(len(images))
     n_test = int(round(fraction * len(images)))

@@ -48,15 +48,21 @@ __all__ = ["ChainSettings", "LanguageSpec", "SyntheticCorpusSpec", "TinyModelSpe
 
 
 def chapter_settings(profile: str, lm_profile: str = "", lm_model: str = "", lm_dataset: str = "",
-                     lm_train_tokens: int = 0, quick_profile: str = "quick") -> tuple[str, dict]:
+                     lm_train_tokens: int = 0, quick_profile: str = "quick",
+                     lm_batch_size: int = 0) -> tuple[str, dict]:
     """``(engine profile, overrides)`` from a chapter's ``lm_*`` parameters.
 
     One registry of profiles: ``lm_profile`` empty follows the book's
     ``profile`` (``"paper"`` runs the engine's paper profile, anything else
     ``quick_profile``: the quick one, or ``"small"``, the unchecked stand-in of
     :func:`~mcutils.lm.settings.small`).  ``lm_model`` / ``lm_dataset`` empty keep the engine profile's;
-    ``lm_train_tokens`` (0: the profile's) sizes the synthetic language's
-    training split.  A chapter then builds each chain's settings as
+    ``lm_train_tokens`` (0: the profile's, or all of a real dataset) sizes
+    the training data: the synthetic language's training split, or a cap on
+    a real dataset's (its first ``lm_train_tokens // block_size`` blocks,
+    ``max_train_blocks``; the paper-smoke profile shrinks wikitext's
+    stand-in so); ``lm_batch_size`` (0: the profile's, the paper's 128)
+    is fine-tuning's batch size, which a capped training set must fill at
+    least once.  A chapter then builds each chain's settings as
     ``for_profile(engine_profile, **overrides, seed=..., policy=...)``.
     """
     from .. import validate
@@ -64,9 +70,19 @@ def chapter_settings(profile: str, lm_profile: str = "", lm_model: str = "", lm_
     engine_profile = lm_profile or ("paper" if profile == "paper" else quick_profile)
     validate.choice("lm_profile", engine_profile, ["quick", "paper", "small"])
     validate.non_negative_int("lm_train_tokens", lm_train_tokens)
-    overrides = {key: value for key, value in (("model", lm_model), ("dataset", lm_dataset)) if value}
-    if lm_train_tokens and for_profile(engine_profile, **overrides).is_synthetic:
-        overrides["corpus"] = SyntheticCorpusSpec(train_tokens=lm_train_tokens)
+    validate.non_negative_int("lm_batch_size", lm_batch_size)
+    overrides = {key: value for key, value in (("model", lm_model), ("dataset", lm_dataset),
+                                               ("batch_size", lm_batch_size)) if value}
+    if lm_train_tokens:
+        base = for_profile(engine_profile, **overrides)
+        if base.is_synthetic:
+            overrides["corpus"] = SyntheticCorpusSpec(train_tokens=lm_train_tokens)
+        elif lm_train_tokens < base.block_size:
+            raise validate.ParameterError(
+                f"lm_train_tokens={lm_train_tokens} is less than one block of {base.block_size} tokens; "
+                f"use 0 (all of {base.dataset!r}) or at least {base.block_size}")
+        else:
+            overrides["max_train_blocks"] = lm_train_tokens // base.block_size
     return engine_profile, overrides
 
 

@@ -34,22 +34,37 @@ CRITERIA = {
 PAPER_FINE_TUNING_GAIN = 115 / 34  # Shumailov et al.: zero-shot 115, fine-tuned 34 (OPT-125m, wikitext-2)
 
 
+# What only the synthetic language's known truth can measure: None on a real dataset (the paper profile).
+NEEDS_TRUTH = ("source_test_perplexity", "gap_to_source", "topic_kept", "off_grammar_share", "real_off_grammar_share")
+
+
 def generation0_measures(m0: dict) -> dict:
-    """The criteria's values (and what is reported beside them) from a chain's generation-0 metrics."""
+    """The criteria's values (and what is reported beside them) from a chain's generation-0 metrics.
+
+    On a real dataset (wikitext-2) the source's likelihood and topics are
+    unknown, so the measures of :data:`NEEDS_TRUTH` are None there and only
+    ``fine_tuning_gain`` and ``distinct`` can be judged (see :func:`measurable`).
+    """
     s = m0["samples"]
+    source = m0.get("source_test_perplexity")
     return {
         "zero_shot_perplexity": m0["base_test_perplexity"],
         "fine_tuned_perplexity": m0["test_perplexity"],
-        "source_test_perplexity": m0["source_test_perplexity"],
+        "source_test_perplexity": source,
         "fine_tuning_gain": m0["base_test_perplexity"] / m0["test_perplexity"],
-        "gap_to_source": m0["test_perplexity"] / m0["source_test_perplexity"],
-        "topic_kept": s["topic_kept"],
+        "gap_to_source": m0["test_perplexity"] / source if source is not None else None,
+        "topic_kept": s.get("topic_kept"),
         "distinct": s["distinct_share"],
         "word_types_used": s["tail"]["word_survival"],
-        "off_grammar_share": s["off_grammar_share"],
-        "real_off_grammar_share": m0["real_data"]["off_grammar_share"],
+        "off_grammar_share": s.get("off_grammar_share"),
+        "real_off_grammar_share": m0["real_data"].get("off_grammar_share"),
         "n_parameters": m0["n_parameters"],
     }
+
+
+def measurable(measures: dict) -> list[str]:
+    """The criteria these measures can judge (all four on the synthetic language; two on a real dataset)."""
+    return [name for name in CRITERIA if measures[name] is not None]
 
 
 def meets(name: str, value: float) -> bool:
@@ -59,8 +74,8 @@ def meets(name: str, value: float) -> bool:
 
 
 def verdicts(measures: dict) -> dict:
-    """``{criterion: met}`` for the measures of :func:`generation0_measures`."""
-    return {name: meets(name, measures[name]) for name in CRITERIA}
+    """``{criterion: met}`` for the measurable criteria of :func:`generation0_measures`' measures."""
+    return {name: meets(name, measures[name]) for name in measurable(measures)}
 
 
 def bound_text(name: str) -> str:

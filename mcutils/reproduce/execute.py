@@ -210,8 +210,11 @@ _CELL_LINE = re.compile(rb"Executing Cell (\d+)")
 
 
 def execute_notebook(source: Path, attempt: Path, cwd: Path, parameters: dict, log: Path,
-                     timeout_s: float, label: str, progress: Progress, kernel: str = KERNEL) -> tuple[str, float]:
-    """Run papermill in a child process; returns (status, seconds). ``attempt`` holds the result."""
+                     timeout_s: float, label: str, progress: Progress, kernel: str = KERNEL,
+                     env: dict | None = None) -> tuple[str, float]:
+    """Run papermill in a child process; returns (status, seconds). ``attempt`` holds the result.
+
+    ``env``: variables added to the kernel's environment (e.g. ``MCUTILS_ASSERT_CLAIMS``)."""
     attempt.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "papermill", str(source), str(attempt), "-k", kernel, "--cwd", str(cwd),
@@ -223,7 +226,8 @@ def execute_notebook(source: Path, attempt: Path, cwd: Path, parameters: dict, l
     n_cells = len(json.loads(source.read_text(encoding="utf-8")).get("cells", [])) + (1 if parameters else 0)
     # The kernel inherits this environment; MPLBACKEND=Agg (which `make` exports for the tests)
     # would stop it from embedding the figures in the notebook.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     start = time.monotonic()
     with open(log, "wb") as log_fh:
         log_fh.write(f"$ {' '.join(cmd)}\n".encode())

@@ -2,9 +2,12 @@
 
 A profile (``profiles/<name>.yaml`` or any YAML file) has ``common``
 parameters for every chapter, a section per chapter under ``chapters`` and an
-optional ``timeout_s``.  :func:`plan_parameters` merges them with ``--param``
-and checks every name and value against the notebook's ``parameters`` cell,
-so a misspelt name or a value of the wrong type is refused before any work.
+optional ``timeout_s``; ``{checkout}`` in a value stands for the checkout's
+folder, and ``assert_claims: false`` lets a chapter record a claim that does
+not hold and carry on (see :mod:`mcutils.results`).  :func:`plan_parameters`
+merges them with ``--param`` and checks every name and value against the
+notebook's ``parameters`` cell, so a misspelt name or a value of the wrong
+type is refused before any work.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from .common import ReproduceError
 from .toc import Page
 
 DEFAULT_TIMEOUT_S = 6 * 3600
-PROFILE_KEYS = {"profile", "common", "chapters", "timeout_s"}
+PROFILE_KEYS = {"profile", "common", "chapters", "timeout_s", "assert_claims"}
 _MISSING = object()  # a parameter whose default is not a literal
 
 
@@ -94,6 +97,7 @@ class Profile:
     common: dict = field(default_factory=dict)
     chapters: dict = field(default_factory=dict)
     timeout_s: float | None = None
+    assert_claims: bool = True  # false: a failing claims.check is recorded, not raised (numbers that mean nothing)
 
     @property
     def chapter_profile_value(self) -> str:
@@ -141,7 +145,31 @@ def load_profile(spec: str, root: Path) -> Profile:
     timeout = data.get("timeout_s")
     if timeout is not None and not positive_seconds(timeout):
         raise ReproduceError(f"profile {path}: timeout_s must be a positive number of seconds, got {timeout!r}")
-    return Profile(name, path, dict(common), {k: dict(v or {}) for k, v in chapters.items()}, timeout)
+    assert_claims = data.get("assert_claims", True)
+    if not isinstance(assert_claims, bool):
+        raise ReproduceError(f"profile {path}: assert_claims must be true or false, got {assert_claims!r}")
+    common = {k: expand_checkout(v, root) for k, v in common.items()}
+    chapters = {chapter: {k: expand_checkout(v, root) for k, v in (params or {}).items()}
+                for chapter, params in chapters.items()}
+    return Profile(name, path, common, chapters, timeout, assert_claims)
+
+
+CHECKOUT = "{checkout}"
+
+
+def expand_checkout(value, root: Path):
+    """A profile's value with ``{checkout}`` replaced by the book's folder (in strings and lists of them).
+
+    Papermill runs each chapter in its output folder, so a relative path in
+    a profile would mean another folder per chapter; ``{checkout}/...`` names
+    one inside the checkout wherever it is cloned (the paper-smoke profile's
+    stand-ins under ``{checkout}/.mcutils_cache/paper-smoke``).
+    """
+    if isinstance(value, str):
+        return value.replace(CHECKOUT, str(Path(root).resolve()))
+    if isinstance(value, list):
+        return [expand_checkout(v, root) for v in value]
+    return value
 
 
 def check_chapter_names(profile: Profile, chapters: list[Page]) -> None:

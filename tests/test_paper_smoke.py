@@ -103,10 +103,12 @@ def test_the_profile_points_at_the_stand_ins_from_any_checkout():
     assert profile.chapters["06_opt125m"]["lm_model"] == f"{folder}/opt-125m"
     # Sizes only: every chapter of the paper profile is here, and each value the paper profile sets that is
     # not a size or a data source is the same.
-    sources = {"dataset", "lm_model", "lm_dataset", "lm_profile"}
+    sources = {"dataset", "lm_model", "lm_dataset", "lm_profile", "vae_dataset", "scratch_dataset", "scratch_tokenizer",
+               "scratch_profile"}
     sizes = {"n_generations", "n_runs", "n_seeds", "epochs", "epochs_setting1", "epochs_setting2", "sample_sizes",
              "snapshot_generations", "accumulate_generations", "official_runs", "official_generations",
-             "lm_train_tokens", "subsample_runs", "gaussian_runs", "lm_generations", "n_grid"}
+             "lm_train_tokens", "subsample_runs", "gaussian_runs", "lm_generations", "n_grid", "vae_epochs",
+             "vae_generations", "scratch_train_tokens"}
     assert set(paper) <= set(profile.chapters)
     for chapter, params in paper.items():
         for name, value in (params or {}).items():

@@ -62,6 +62,17 @@ STREAM_TRAINING = 0x7EA1           # the Trainer's seed for generation g (data o
 
 # -- reading a chain back ------------------------------------------------------------
 
+def metric_series(metrics: list[dict], *keys) -> np.ndarray:
+    """One number per generation from nested metrics dicts (NaN where a key is absent)."""
+    out = []
+    for m in metrics:
+        value = m
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        out.append(np.nan if value is None else value)
+    return np.asarray(out, dtype=float)
+
+
 @dataclass
 class ChainResult:
     """A chain on disk: settings, one metrics dict per complete generation, and the arrays."""
@@ -82,13 +93,7 @@ class ChainResult:
     def series(self, *keys) -> np.ndarray:
         """One number per generation, e.g. ``series("test_perplexity")`` or
         ``series("samples", "gen0_perplexity", "q50")``."""
-        out = []
-        for m in self.metrics:
-            value = m
-            for key in keys:
-                value = value.get(key) if isinstance(value, dict) else None
-            out.append(np.nan if value is None else value)
-        return np.asarray(out, dtype=float)
+        return metric_series(self.metrics, *keys)
 
     def samples(self, generation: int) -> np.ndarray:
         """The token blocks generation ``generation`` produced."""

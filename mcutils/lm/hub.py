@@ -77,7 +77,12 @@ def check_hub(settings, timeout: float = 1.5) -> str:
     ``timeout`` seconds and offline mode has been switched on, so that cached
     files load without a minute of retries) and everything wanted looks cached.
     """
-    wanted = needs_hub(settings)
+    return check_wanted(needs_hub(settings), timeout)
+
+
+def check_wanted(wanted, timeout: float = 1.5, label=lambda kind: kind) -> str:
+    """:func:`check_hub` for a list of ``(kind, name)`` pairs (``kind``: "model" or "dataset"); ``label``
+    names a kind in the messages (a tokenizer is cached as a model repository, say)."""
     if not wanted:
         return "local"
     unreachable = False
@@ -88,7 +93,7 @@ def check_hub(settings, timeout: float = 1.5) -> str:
         go_offline()
     missing = [(kind, name) for kind, name in wanted if not _maybe_cached(kind, name)]
     if missing:
-        what = " and ".join(f"{kind} {name!r}" for kind, name in missing)
+        what = " and ".join(f"{label(kind)} {name!r}" for kind, name in missing)
         if unreachable:
             raise HubUnavailable(
                 f"{what} must be downloaded from {hub_endpoint()}, which did not answer within {timeout:g} s. "

@@ -55,9 +55,8 @@ import numpy as np
 
 from .. import generational, runs, validate
 from ..runs import CorruptRunError
-from .chain import _copy_dir_atomically, _jsonable, _timed, mix_training_data
-from .hub import HubUnavailable, QUICK_WORKS_OFFLINE, _maybe_cached, go_offline, hub_endpoint, hub_offline, \
-    hub_reachable, offline_advice
+from .chain import _copy_dir_atomically, _jsonable, _timed, metric_series, mix_training_data
+from .hub import HubUnavailable, check_wanted, hub_offline, offline_advice
 from .scratch_settings import (GPT2, LLAMA, POLICIES, PROFILES, SYNTHETIC, ScratchSettings, for_profile,
                                generation0_view)
 from .settings import check_n_generations, check_precision
@@ -361,13 +360,7 @@ class ScratchResult:
     def series(self, *keys) -> np.ndarray:
         """One number per generation, e.g. ``series("test_cross_entropy")`` or
         ``series("synthetic", "true_cross_entropy", "mean")`` (NaN where absent, e.g. generation 0)."""
-        out = []
-        for m in self.metrics:
-            value = m
-            for key in keys:
-                value = value.get(key) if isinstance(value, dict) else None
-            out.append(np.nan if value is None else value)
-        return np.asarray(out, dtype=float)
+        return metric_series(self.metrics, *keys)
 
     def samples(self, generation: int) -> np.ndarray:
         """The synthetic set drawn for generation ``generation`` (by model ``generation - 1``)."""
@@ -493,22 +486,8 @@ def check_hub_for(settings: ScratchSettings, timeout: float = 1.5) -> str:
         wanted.append(("dataset", settings.dataset))
     if settings.tokenizer is not None and not os.path.isdir(settings.tokenizer):
         wanted.append(("model", settings.tokenizer))  # a tokenizer is cached as a model repository
-    if not wanted:
-        return "local"
-    unreachable = False
-    if not hub_offline():
-        if hub_reachable(timeout):
-            return "online"
-        unreachable = True
-        go_offline()
-    missing = [(kind, name) for kind, name in wanted if not _maybe_cached(kind, name)]
-    if missing:
-        what = " and ".join(f"{'tokenizer' if kind == 'model' else kind} {name!r}" for kind, name in missing)
-        if unreachable:
-            raise HubUnavailable(f"{what} must be downloaded from {hub_endpoint()}, which did not answer within "
-                                 f"{timeout:g} s. {QUICK_WORKS_OFFLINE} To use the hub, connect to the internet.")
-        raise HubUnavailable(offline_advice(what, plural=len(missing) > 1))
-    return "offline"
+    # a tokenizer is cached as a model repository
+    return check_wanted(wanted, timeout, label=lambda kind: "tokenizer" if kind == "model" else kind)
 
 
 def run_scratch_chain(settings: ScratchSettings | None = None, n_generations: int = 3, *,

@@ -19,6 +19,7 @@ from mcutils import reproduce, results
 from mcutils.results import KeyNumber, KeyNumbers
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # measure_tolerances, a checkout-only tool
 CHAPTERS = reproduce.toc_chapters(ROOT)
 TORCH_CHAPTERS = ("05_vae", "06_opt125m", "07_accumulate")
 
@@ -85,3 +86,60 @@ def test_the_comparison_fails_when_a_training_setting_changes(tmp_path):
     failures = deviations(committed, results.gather_numbers(out))
     moved = {line.split()[1] for line in failures}
     assert {"loss_gen0", "kl_gen0"} <= moved, failures
+
+
+# -- other machines' runs (tools/measure_tolerances.py --fold-in) ---------------------------------
+
+def _measured(tolerance=0.04):
+    """One key number measured on one CPU's configurations, as book/_tolerances.json holds it."""
+    return {"chapters": {"06_opt125m": {"x": {"tolerance": tolerance, "basis": "configs",
+                                              "values": {"native-1": 4.14, "avx2-2": 4.15}}}}}
+
+
+def test_another_machines_run_widens_a_tolerance_to_four_times_the_largest_difference_between_any_two_runs():
+    import measure_tolerances as mt
+
+    data = _measured()
+    mt.fold_in(data, "intel", "committed at abc", {"06_opt125m": {"x": 4.08}}, results.code_versions())
+    [line] = mt.widen_by_other_machines(data, 4.0)
+    entry = data["chapters"]["06_opt125m"]["x"]
+    assert entry["tolerance"] == pytest.approx(4 * (4.15 - 4.08)) and "06_opt125m x" in line
+    assert "intel against avx2-2" in entry["basis"] and "1 committed run(s) of other machines" in entry["basis"]
+    assert entry["values"] == {"native-1": 4.14, "avx2-2": 4.15}  # the one CPU's runs stay apart
+
+
+def test_another_machines_run_never_narrows_a_tolerance_nor_counts_once_the_code_has_changed():
+    import measure_tolerances as mt
+
+    data = _measured(tolerance=1.0)
+    mt.fold_in(data, "intel", "committed at abc", {"06_opt125m": {"x": 4.08}}, results.code_versions())
+    assert mt.widen_by_other_machines(data, 4.0) == [] and data["chapters"]["06_opt125m"]["x"]["tolerance"] == 1.0
+    stale = _measured()
+    mt.fold_in(stale, "old", "committed at abc", {"06_opt125m": {"x": 3.0}}, {**results.code_versions(), "lm_engine": -1})
+    assert mt.widen_by_other_machines(stale, 4.0) == [] and stale["chapters"]["06_opt125m"]["x"]["tolerance"] == 0.04
+
+
+def test_folding_in_a_number_the_tolerances_do_not_know_fails_naming_the_flag(tmp_path):
+    import measure_tolerances as mt
+
+    out = tmp_path / "tolerances.json"
+    out.write_text(json.dumps(_measured()))
+    with pytest.raises(SystemExit, match="--fold-in-number: expected LABEL:CHAPTER:NUMBER=VALUE"):
+        mt.main(["--out", str(out), "--fold-in-number", "ci:06_opt125m:no_such_number=1.0"])
+    assert mt.main(["--out", str(out), "--fold-in-number", "ci:06_opt125m:x=4.30"]) == 0
+    entry = json.loads(out.read_text())["chapters"]["06_opt125m"]["x"]
+    assert entry["tolerance"] == pytest.approx(4 * (4.30 - 4.14))
+
+
+def test_the_committed_tolerances_cover_the_runs_of_every_machine_they_name():
+    """book/_tolerances.json: each number's tolerance is at least four times the spread of its runs."""
+    import measure_tolerances as mt
+
+    data = json.loads((ROOT / results.TOLERANCES_FILE).read_text(encoding="utf-8"))
+    assert data.get(mt.OTHER_MACHINES), "no other machine's runs folded in"
+    for chapter, numbers in data["chapters"].items():
+        for name, entry in numbers.items():
+            runs = mt.all_runs(data, chapter, name)
+            if set(runs) == set(entry["values"]):
+                continue  # measured on one CPU only: its tolerance is the configurations' (test above)
+            assert entry["tolerance"] >= data["factor"] * (max(runs.values()) - min(runs.values())) - 1e-12, name

@@ -364,10 +364,15 @@ def test_the_paper_profile_offline_fails_in_seconds_with_advice(tmp_path, monkey
     assert done.returncode == 2 and "roneneldan/TinyStories" in done.stderr and "quick profile" in done.stderr
 
 
-def test_a_hub_dataset_on_the_cpu_is_refused_unless_allowed(tmp_path, monkeypatch):
+def test_all_of_a_hub_dataset_on_the_cpu_is_refused_unless_allowed_or_capped(tmp_path, monkeypatch):
     monkeypatch.setattr(scratch, "check_hub_for", lambda settings, timeout=1.5: "online")
-    with pytest.raises(validate.ParameterError, match="needs a GPU"):
+    with pytest.raises(validate.ParameterError, match="train_tokens=None .* needs a GPU.*scratch_train_tokens"):
         scratch.run_scratch_chain(paper(), 3, runs_dir=tmp_path, device="cpu")
+    # capped (the paper-smoke profile): the guard lets it through, to the loader (which finds no such folder)
+    with pytest.raises(Exception) as caught:
+        scratch.run_scratch_chain(paper().replace(train_tokens=4088, dataset=str(tmp_path / "no-such-folder")), 3,
+                                  runs_dir=tmp_path, device="cpu", progress=False)
+    assert "needs a GPU" not in str(caught.value)
 
 
 def test_a_local_text_dataset_takes_the_hub_datasets_path(tmp_path):
@@ -416,3 +421,10 @@ def test_the_chapters_key_numbers_are_table_2s_cells_of_its_chains(tmp_path):
     assert "scratch_loss_t10_accumulate_T1" not in numbers  # accumulate runs to t = 4 only
     assert numbers["scratch_gen0_excess_over_source"][0] == 2.0 / 1.6
     assert numbers["scratch_gen0_samples_true_ratio"][0] == 1.8 / 1.5
+
+
+def test_a_cap_on_a_real_dataset_smaller_than_one_batch_fails_when_the_settings_are_made():
+    """Before any download or training: the capped training set must fill one batch."""
+    with pytest.raises(validate.ParameterError, match=r"train_tokens=4088 makes at most 8 sequences.*batch_size=128"):
+        paper().replace(train_tokens=4088)
+    assert paper().replace(train_tokens=4088, batch_size=8).batch_size == 8

@@ -498,9 +498,11 @@ def run_scratch_chain(settings: ScratchSettings | None = None, n_generations: in
 
     ``n_generations`` counts the refits after generation 0 (Table 2's
     ``t = n_generations + 1``).  ``settings`` defaults to the ``profile``'s;
-    ``runs_dir`` empty means ``runs/<profile>`` in the checkout.  A hub
-    dataset (the paper profile) is refused on the CPU unless ``allow_cpu``
-    (TinyStories and a 9M model are GPU work).  Returns the chain read back.
+    ``runs_dir`` empty means ``runs/<profile>`` in the checkout.  All of a
+    real dataset (``train_tokens=None``: the paper profile's TinyStories) is
+    refused on the CPU unless ``allow_cpu``: that is GPU work.  A capped one
+    (the paper-smoke profile's stand-in, a few thousand tokens) runs where it
+    is.  Returns the chain read back.
     """
     settings = settings if settings is not None else for_profile(profile)
     if not isinstance(settings, ScratchSettings):
@@ -509,10 +511,11 @@ def run_scratch_chain(settings: ScratchSettings | None = None, n_generations: in
     check_hub_for(settings)  # seconds, before any long import or work
     device = validate.resolve_device(device)
     check_precision(settings.precision, device)
-    if not settings.is_synthetic and device == "cpu" and not allow_cpu:
+    if not settings.is_synthetic and settings.train_tokens is None and device == "cpu" and not allow_cpu:
         raise validate.ParameterError(
-            f"dataset={settings.dataset!r} (the paper profile) needs a GPU: no CUDA device is visible here. "
-            "Run it on a GPU machine (device='cuda'), or pass allow_cpu=True to try anyway")
+            f"dataset={settings.dataset!r} with train_tokens=None (all of it, as in the paper profile) needs a GPU: "
+            "no CUDA device is visible here. Run it on a GPU machine (device='cuda'), cap train_tokens for a small "
+            "run on the CPU (chapter 07: scratch_train_tokens), or pass allow_cpu=True to try anyway")
     log = log or _default_log
     run_dir = chain_dir(settings, runs_dir, profile)
     if run_dir.parent.exists() and not run_dir.parent.is_dir():

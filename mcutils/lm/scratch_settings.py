@@ -139,6 +139,12 @@ class ScratchSettings:
                 f"dataset={self.dataset!r} needs a tokenizer (a hub id or folder, e.g. {GPT2_TOKENIZER!r})")
         else:
             _source_name("tokenizer", self.tokenizer)
+            # A cap on a real dataset bounds its sequences before anything is loaded: fail now, not after a download.
+            if self.train_tokens is not None and self.train_tokens // self.text_length < self.batch_size:
+                raise validate.ParameterError(
+                    f"train_tokens={self.train_tokens} makes at most {self.train_tokens // self.text_length} "
+                    f"sequences of block_size - 1 = {self.text_length} text tokens, fewer than one batch of "
+                    f"batch_size={self.batch_size}; lower batch_size or raise train_tokens")
 
     # -- derived ----------------------------------------------------------------
     @property

@@ -148,28 +148,27 @@ def tolerances(values: dict[str, dict[str, dict[str, float]]], factor: float = F
 OTHER_MACHINES = "other_machines"
 
 
-def numbers_at_revision(revision: str, chapters) -> dict[str, dict[str, float]]:
-    """``{chapter: {number: value}}`` of the notebooks committed at a git revision (executed wherever that was)."""
-    found = {}
+def notebook_at_revision(revision: str, chapter: str, folder: Path) -> Path:
+    """``book/<chapter>.ipynb`` as committed at a git revision, written into ``folder``."""
+    text = subprocess.run(["git", "show", f"{revision}:book/{chapter}.ipynb"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout
+    path = Path(folder) / f"{chapter}.ipynb"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def numbers_at_revision(revision: str, chapters) -> tuple[dict[str, dict[str, float]], dict]:
+    """``({chapter: {number: value}}, provenance)`` of the notebooks committed at a git revision (executed
+    wherever that was); the provenance record (kernels, threads, code versions) is the first chapter's."""
+    found, provenance = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for chapter in chapters:
-            text = subprocess.run(["git", "show", f"{revision}:book/{chapter}.ipynb"], cwd=ROOT, check=True,
-                                  capture_output=True, text=True).stdout
-            path = Path(tmp) / f"{chapter}.ipynb"
-            path.write_text(text, encoding="utf-8")
+            path = notebook_at_revision(revision, chapter, Path(tmp))
             numbers = {n.name: n.value for n in results.gather_numbers(path) if n.profile == "quick"}
             if numbers:
                 found[chapter] = numbers
-    return found
-
-
-def provenance_at_revision(revision: str, chapter: str) -> dict:
-    """The provenance record of a committed notebook: its kernels, threads and code versions."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "nb.ipynb"
-        path.write_text(subprocess.run(["git", "show", f"{revision}:book/{chapter}.ipynb"], cwd=ROOT, check=True,
-                                       capture_output=True, text=True).stdout, encoding="utf-8")
-        return results.provenance_in(path) or {}
+                provenance = provenance or (results.provenance_in(path) or {})
+    return found, provenance
 
 
 def same_code(machine: dict) -> bool:
@@ -283,10 +282,9 @@ def fold_in_main(args, chapters) -> int:
         label, sep, revision = item.partition("=")
         if not sep or not label or not revision:
             raise SystemExit(f"--fold-in: expected LABEL=REVISION (for example intel-xeon=ce73403), got {item!r}")
-        numbers = numbers_at_revision(revision, [c for c in chapters if c in data.get("chapters", {})])
+        numbers, record = numbers_at_revision(revision, [c for c in chapters if c in data.get("chapters", {})])
         if not numbers:
             raise SystemExit(f"--fold-in {item}: no quick-profile key numbers in book/ at {revision}")
-        record = provenance_at_revision(revision, next(iter(numbers)))
         versions = {k: record.get(k) for k in results.code_versions()}
         if versions != results.code_versions():
             raise SystemExit(f"--fold-in {item}: its notebooks were executed by code {versions}, this checkout is "
@@ -300,10 +298,14 @@ def fold_in_main(args, chapters) -> int:
             raise SystemExit(f"--fold-in-number: expected LABEL:CHAPTER:NUMBER=VALUE with a measured key number, "
                              f"got {item!r}")
         label, chapter, number = parts
+        try:
+            value = float(value)
+        except ValueError:
+            raise SystemExit(f"--fold-in-number {item}: VALUE must be a number, got {value!r}") from None
         entry = data.setdefault(OTHER_MACHINES, {}).setdefault(
             label, {"description": "values printed by a make test of this code that rejected them", "numbers": {},
                     "versions": results.code_versions()})
-        entry["numbers"].setdefault(chapter, {})[number] = float(value)
+        entry["numbers"].setdefault(chapter, {})[number] = value
     for line in widen_by_other_machines(data, args.factor):
         print("  " + line)
     out.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")

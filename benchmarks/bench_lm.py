@@ -9,7 +9,11 @@ Measures (``python -m benchmarks.run lm``):
 * Hugging Face ``generate`` as the official code calls it (5 beams,
   ``min_new_tokens = max_new_tokens = 64``, one call per batch of 128
   blocks, fp32) on the quick model: blocks and new tokens per second;
-* Trainer fine-tuning throughput (tokens per second, one epoch).
+* Trainer fine-tuning throughput (tokens per second, one epoch);
+* the fixed-shape beam search (:mod:`mcutils.lm.beam`, what the quick
+  profile runs) with its cache double-buffered (its CPU default) against one
+  buffer and a copy back, side by side: the best of 5 timings each, taken in
+  turns, and whether the tokens are identical.
 
 ``MCUTILS_BENCH_THREADS=1`` pins torch to one thread: on a 2-core machine
 shared with other jobs, two OpenMP threads contend and run several times
@@ -59,6 +63,11 @@ def main() -> dict:
     print(f"HF generate, 5 beams, 128 blocks x 64 new tokens: {seconds:.2f} s "
           f"({128 * 64 / seconds:.0f} new tokens/s)", flush=True)
 
+    result.update(measure_double_buffering(model, torch.as_tensor(batch)))
+    print(f"fixed-shape beam search, 128 blocks: {result['beam_double_buffered_s']} s double-buffered, "
+          f"{result['beam_one_buffer_s']} s with one buffer (x{result['double_buffering_speedup']}, "
+          f"identical tokens: {result['double_buffering_identical']})", flush=True)
+
     start = time.perf_counter()
     fine_tune(lm_model.fresh_copy(model), blocks["train"], blocks["validation"], epochs=1,
               learning_rate=quick.learning_rate, min_learning_rate=quick.min_learning_rate,
@@ -85,6 +94,26 @@ def main() -> dict:
                          f"HF generate {result['hf_generate_new_tokens_per_s']:.0f} new tokens/s")
     print(result["summary"], flush=True)
     return result
+
+
+def measure_double_buffering(model, prompts, repeats: int = 5, new_tokens: int = 64) -> dict:
+    """The fixed-shape search over ``prompts`` with a double-buffered cache and with one buffer.
+
+    The best of ``repeats`` timings each, taken in turns (a machine busy with
+    other work slows both alike).
+    """
+    from mcutils.lm.beam import beam_search
+
+    best, tokens = {True: float("inf"), False: float("inf")}, {}
+    for _ in range(repeats):
+        for double in (True, False):
+            start = time.perf_counter()
+            tokens[double] = beam_search(model, prompts, new_tokens=new_tokens, num_beams=5,
+                                         double_buffered=double)
+            best[double] = min(best[double], time.perf_counter() - start)
+    return {"beam_double_buffered_s": round(best[True], 2), "beam_one_buffer_s": round(best[False], 2),
+            "double_buffering_speedup": round(best[False] / best[True], 2),
+            "double_buffering_identical": bool((tokens[True] == tokens[False]).all())}
 
 
 if __name__ == "__main__":

@@ -216,8 +216,10 @@ def main(*, device: str | None = None, train_steps: int | None = None, generatio
             result[f"{key}_new_tokens_per_s"] = run["new_tokens_per_s"]
             result[f"{key}_s"] = run["seconds"]
             result[f"{key}_peak_bytes"] = run["peak_bytes"]
+            # The fixed-shape search double-buffers its cache on the CPU only (mcutils.lm.beam.beam_search).
             result[f"{key}_peak_predicted_bytes"] = memory.generation_peak_bytes(
-                config, generation_batch, BEAMS, BLOCK, BLOCK, dtype_name, backend)
+                config, generation_batch, BEAMS, BLOCK, BLOCK, dtype_name, backend,
+                double_buffered=backend == "static" and not cuda)
             print(f"generate {backend} {dtype_name}: {run['new_tokens_per_s']:.0f} new tokens/s", flush=True)
         result[f"identical_{dtype_name}"] = bool(np.array_equal(outputs[f"generate_hf_{dtype_name}"],
                                                                 outputs[f"generate_static_{dtype_name}"]))

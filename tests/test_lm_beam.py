@@ -82,8 +82,9 @@ def test_other_numbers_of_beams_equal_hf_generate_too(opt, num_beams):
                        expected)
 
 
+@pytest.mark.parametrize("double_buffered", [True, False], ids=["double-buffered", "one-buffer"])
 @pytest.mark.parametrize("repetition_penalty", [1.0, 3.0])
-def test_a_peaked_model_whose_beams_diverge_gives_hf_generates_tokens(repetition_penalty):
+def test_a_peaked_model_whose_beams_diverge_gives_hf_generates_tokens(repetition_penalty, double_buffered):
     # init_std 1.0 makes the next-token distributions sharp, so beams swap places and
     # the winner is not the greedy path: the reordering of the cache is exercised.
     model = tiny_opt(init_std=1.0, seed=3)
@@ -91,7 +92,8 @@ def test_a_peaked_model_whose_beams_diverge_gives_hf_generates_tokens(repetition
     expected = hf_new_tokens(model, ids, repetition_penalty=repetition_penalty)
     greedy = hf_new_tokens(model, ids, num_beams=1, repetition_penalty=repetition_penalty)
     assert not torch.equal(expected, greedy)  # beam search chose another path than greedy somewhere
-    assert torch.equal(beam_search(model, ids, new_tokens=NEW, repetition_penalty=repetition_penalty), expected)
+    assert torch.equal(beam_search(model, ids, new_tokens=NEW, repetition_penalty=repetition_penalty,
+                                   double_buffered=double_buffered), expected)
 
 
 def test_end_of_text_is_barred_until_the_last_token_as_in_hf_generate():
@@ -114,11 +116,32 @@ def test_gpt2_and_llama_from_config_give_hf_generates_tokens(build):
                            hf_new_tokens(model, ids, repetition_penalty=penalty))
 
 
-def test_sharing_the_prompts_prefill_across_beams_changes_no_token(opt):
+@pytest.mark.parametrize("double_buffered", [True, False], ids=["double-buffered", "one-buffer"])
+def test_sharing_the_prompts_prefill_across_beams_changes_no_token(opt, double_buffered):
     ids = prompts(5, seed=8)
-    shared = beam_search(opt, ids, new_tokens=NEW, repetition_penalty=2.0, shared_prefill=True)
-    per_beam = beam_search(opt, ids, new_tokens=NEW, repetition_penalty=2.0, shared_prefill=False)
+    shared = beam_search(opt, ids, new_tokens=NEW, repetition_penalty=2.0, shared_prefill=True,
+                         double_buffered=double_buffered)
+    per_beam = beam_search(opt, ids, new_tokens=NEW, repetition_penalty=2.0, shared_prefill=False,
+                           double_buffered=double_buffered)
     assert torch.equal(shared, per_beam)
+
+
+def test_a_double_buffered_cache_reads_its_second_buffer_after_a_reorder():
+    # Not a no-op in disguise: after one reorder the model reads the other buffer, whose prompt
+    # positions the shared prefill wrote too.
+    from mcutils.lm.beam import _cache_classes
+
+    cache = _cache_classes()(1, 4, 6, True)
+    prompt = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).view(2, 1, 3, 2)
+    cache.layers[0].update(prompt, prompt + 100)
+    step = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 1, 2).contiguous()
+    cache.layers[0].update(step, step)
+    first = cache.layers[0].keys
+    cache.reorder_rows(torch.tensor([1, 1, 3, 2]))
+    layer = cache.layers[0]
+    assert layer.keys.data_ptr() != first.data_ptr()
+    assert torch.equal(layer.keys[:, :, :3], prompt.repeat_interleave(2, dim=0))
+    assert torch.equal(layer.keys[:, 0, 3, 0], torch.tensor([1.0, 1.0, 3.0, 2.0]))
 
 
 def test_one_new_token_is_the_best_first_token(opt):
@@ -160,3 +183,13 @@ def test_bad_search_parameters_raise_parameter_errors_naming_them(opt, kwargs, m
 def test_a_one_dimensional_prompt_is_refused(opt):
     with pytest.raises(validate.ParameterError, match="input_ids must be a 2-D tensor"):
         beam_search(opt, prompts(1)[0], new_tokens=4)
+
+
+def test_the_double_buffering_benchmark_times_both_caches_and_finds_the_same_tokens(opt):
+    from benchmarks.bench_lm import measure_double_buffering
+
+    out = measure_double_buffering(opt, prompts(2, seed=11, length=8), repeats=1, new_tokens=NEW)
+    assert out["double_buffering_identical"] is True
+    assert set(out) == {"beam_double_buffered_s", "beam_one_buffer_s", "double_buffering_speedup",
+                        "double_buffering_identical"}
+    assert out["double_buffering_speedup"] > 0

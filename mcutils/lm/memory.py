@@ -224,7 +224,8 @@ def kv_cache_bytes(config, rows: int, tokens: int, precision: str = "fp32") -> i
 
 
 def generation_breakdown(config, batch_size: int, num_beams: int = 5, prompt_len: int = 64,
-                         new_tokens: int = 64, precision: str = "fp32", backend: str = "hf") -> dict:
+                         new_tokens: int = 64, precision: str = "fp32", backend: str = "hf",
+                         double_buffered: bool = False) -> dict:
     """The terms of :func:`generation_peak_bytes`, in bytes, and which phase peaks."""
     validate.positive_int("batch_size", batch_size)
     validate.integer("num_beams", num_beams, minimum=1, maximum=64)
@@ -244,9 +245,11 @@ def generation_breakdown(config, batch_size: int, num_beams: int = 5, prompt_len
         cache_at_end = kv_cache_bytes(config, rows, total, precision)
         reorder_copy = one_layer  # torch.cat / index_select make a layer's new keys (values) before freeing the old
     else:
-        # Preallocated: the full cache and a layer's scratch from the start; prefill once per prompt.
+        # Preallocated: the full cache and a layer's scratch (double-buffered: a second full cache) from
+        # the start; prefill once per prompt.
         prefill_rows = batch_size
-        cache_at_prefill = kv_cache_bytes(config, rows, total, precision) + one_layer
+        spare = kv_cache_bytes(config, rows, total, precision) if double_buffered else one_layer
+        cache_at_prefill = kv_cache_bytes(config, rows, total, precision) + spare
         cache_at_end = cache_at_prefill
         reorder_copy = 0
     # Both keep the prefill's logits of the last position only (logits_to_keep=1), then copy them to fp32.
@@ -267,7 +270,8 @@ def generation_breakdown(config, batch_size: int, num_beams: int = 5, prompt_len
 
 
 def generation_peak_bytes(config, batch_size: int, num_beams: int = 5, prompt_len: int = 64,
-                          new_tokens: int = 64, precision: str = "fp32", backend: str = "hf") -> int:
+                          new_tokens: int = 64, precision: str = "fp32", backend: str = "hf",
+                          double_buffered: bool = False) -> int:
     """Peak memory of beam search over ``batch_size`` prompts (``rows = b K`` beams), no autograd.
 
     ``max(prefill, decoding)`` above the weights ``s P``:
@@ -281,12 +285,14 @@ def generation_peak_bytes(config, batch_size: int, num_beams: int = 5, prompt_le
       fp32 copy, log-softmax, penalised scores, beam sums);
     * ``backend="static"`` (:func:`mcutils.lm.beam.beam_search`): the full
       cache and one layer's scratch from the start; the prefill runs
-      ``b`` rows, not ``b K``.
+      ``b`` rows, not ``b K``.  ``double_buffered=True`` (its default on
+      the CPU) holds a second full cache instead of the one layer's scratch.
 
     OPT-125m, 128 prompts of 64 tokens, 64 new, 5 beams, fp32: the cache
     alone is 2 x 12 x 640 x 128 x 768 x 4 bytes = 6.0 GB.
     """
-    return generation_breakdown(config, batch_size, num_beams, prompt_len, new_tokens, precision, backend)["peak"]
+    return generation_breakdown(config, batch_size, num_beams, prompt_len, new_tokens, precision, backend,
+                                double_buffered)["peak"]
 
 
 # -- batch sizes ----------------------------------------------------------------------------

@@ -185,10 +185,11 @@ def test_a_one_dimensional_prompt_is_refused(opt):
         beam_search(opt, prompts(1)[0], new_tokens=4)
 
 
-def test_the_double_buffering_benchmark_times_both_caches_and_finds_the_same_tokens(opt):
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside-a-second-process"])
+def test_the_double_buffering_benchmark_times_both_caches_and_finds_the_same_tokens(opt, beside):
     from benchmarks.bench_lm import measure_double_buffering
 
-    out = measure_double_buffering(opt, prompts(2, seed=11, length=8), repeats=1, new_tokens=NEW)
+    out = measure_double_buffering(opt, prompts(2, seed=11, length=8), repeats=1, new_tokens=NEW, beside=beside)
     assert out["double_buffering_identical"] is True
     assert set(out) == {"beam_double_buffered_s", "beam_one_buffer_s", "double_buffering_speedup",
                         "double_buffering_identical"}

@@ -236,9 +236,9 @@ def beam_search(model, input_ids: torch.Tensor, *, new_tokens: int, num_beams: i
     buffer instead of a pass into a shared scratch buffer and a copy back.
     It changes no token, only speed and memory: on the quick profile's
     stand-in (128 prompts, one thread, 2-core AMD EPYC) it made the search
-    1.04 times as fast alone and 1.11-1.15 times with a second process
-    doing the same beside it, as the chapter's chains run
-    (``measure_double_buffering`` in ``benchmarks/bench_lm.py``), at the
+    1.04-1.11 times as fast alone and 1.10-1.15 times with a second process
+    doing the same beside it, as the chapter's chains run (three runs each
+    of ``measure_double_buffering`` in ``benchmarks/bench_lm.py``), at the
     price of a second full cache; on a GPU memory is scarcer than copy time.
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:

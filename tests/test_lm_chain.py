@@ -210,3 +210,17 @@ def test_a_chain_that_trains_differently_fine_tunes_its_own_generation_zero(refe
     other = _run(tmp_path, n_models=1, learning_rate=reference.settings.learning_rate * 2)
     assert calls == [1]
     assert other.metrics[0]["test_perplexity"] != reference.metrics[0]["test_perplexity"]
+
+
+def test_the_one_line_summary_names_only_the_tail_the_real_data_has():
+    from mcutils.lm.chain import _one_line
+
+    metrics = {"generation": 3, "training_data": {"n_blocks": 512, "n_real_blocks": 0},
+               "training": {"best_epoch": 1}, "test_perplexity": 60.0,
+               "samples": {"gen0_perplexity": {"q50": 3.6, "q95": 4.5},
+                           "tail": {"n_rare_words": 0, "rare_word_survival": float("nan"),
+                                    "n_rare_transitions": 40, "rare_transition_survival": 0.25}}}
+    line = _one_line(metrics)
+    assert "rare transitions kept 25%" in line and "rare words" not in line and "nan" not in line
+    metrics["samples"]["tail"].update(n_rare_words=10, rare_word_survival=0.5)
+    assert "rare words kept 50%" in _one_line(metrics)

@@ -224,3 +224,14 @@ def test_the_one_line_summary_names_only_the_tail_the_real_data_has():
     assert "rare transitions kept 25%" in line and "rare words" not in line and "nan" not in line
     metrics["samples"]["tail"].update(n_rare_words=10, rare_word_survival=0.5)
     assert "rare words kept 50%" in _one_line(metrics)
+
+
+def test_the_from_scratch_chains_one_line_summary_names_only_the_tail_the_real_data_has():
+    from mcutils.lm.scratch import _one_line
+
+    metrics = {"generation": 2, "training_data": {"n_tokens": 4096, "n_real_tokens": 0},
+               "test_cross_entropy": 2.5,
+               "synthetic": {"tail": {"n_rare_words": 0, "rare_word_survival": float("nan"),
+                                      "n_rare_transitions": 462, "rare_transition_survival": 0.5}}}
+    line = _one_line(metrics)
+    assert "rare transitions kept 50%" in line and "rare tokens" not in line and "nan" not in line

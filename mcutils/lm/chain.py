@@ -908,11 +908,5 @@ def _one_line(m: dict) -> str:
              f"samples: gen-0 ppl median {s['gen0_perplexity']['q50']:.2f} (q95 {s['gen0_perplexity']['q95']:.2f})"]
     if "true_perplexity" in s:
         parts.append(f"true ppl median {s['true_perplexity']['q50']:.2f}")
-    tail = s["tail"]
-    # A language whose every word is frequent in the real data has no rare words (the quick profile's):
-    # then only its rare transitions say what of the tail survives.
-    for name, count, key in (("words", "n_rare_words", "rare_word_survival"),
-                             ("transitions", "n_rare_transitions", "rare_transition_survival")):
-        if tail.get(count):
-            parts.append(f"rare {name} kept {tail[key]:.0%}")
-    return " | ".join(parts)
+    from .metrics import tail_kept_text
+    return " | ".join(parts + tail_kept_text(s["tail"]))

@@ -118,6 +118,18 @@ class TailReference:
         }
 
 
+def tail_kept_text(tail: dict, words: str = "words") -> list[str]:
+    """``["rare words kept 50%", "rare transitions kept 25%"]`` from :meth:`TailReference.survival`.
+
+    A kind the real data has none of is left out: a language whose every word
+    is frequent (the quick profile's) has no rare words, and its share is NaN.
+    """
+    return [f"rare {name} kept {tail[key]:.0%}"
+            for name, count, key in ((words, "n_rare_words", "rare_word_survival"),
+                                     ("transitions", "n_rare_transitions", "rare_transition_survival"))
+            if tail.get(count)]
+
+
 def _share(reference: np.ndarray, present: np.ndarray) -> float:
     return float(np.mean(np.isin(reference, present))) if len(reference) else float("nan")
 

@@ -814,7 +814,8 @@ def _one_line(m: dict) -> str:
     if synthetic and synthetic.get("true_cross_entropy"):
         parts.append(f"synthetic set's true CE {synthetic['true_cross_entropy']['mean']:.3f}")
     if synthetic:
-        parts.append(f"rare tokens kept {synthetic['tail']['rare_word_survival']:.0%}")
+        from .metrics import tail_kept_text
+        parts += tail_kept_text(synthetic["tail"], words="tokens")
     return " | ".join(parts)
 
 

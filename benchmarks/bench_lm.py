@@ -45,12 +45,14 @@ def main() -> dict:
                     "load_average_before": round(os.getloadavg()[0], 2)}
 
     start = time.perf_counter()
-    cached = (lm_model.tiny_dir(quick) / lm_model.PRETRAINING_INFO).is_file()
+    source = lm_model.tiny_source(quick)
+    cached = (source / lm_model.PRETRAINING_INFO).is_file()
     model, tokenizer = lm_model.load_base_model(quick, progress=False)
     result["pretrain_s"] = 0.0 if cached else round(time.perf_counter() - start, 1)
     result["pretrain_cached"] = cached
     result["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
-    how = "cached" if cached else f"pre-trained in {result['pretrain_s']} s"
+    shipped = source == lm_model.shipped_dir(quick)
+    how = ("shipped with mcutils" if shipped else "cached") if cached else f"pre-trained in {result['pretrain_s']} s"
     print(f"tiny OPT: {result['n_parameters']:,} parameters ({how})", flush=True)
 
     blocks = data.load_blocks(quick, tokenizer)

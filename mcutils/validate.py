@@ -41,6 +41,13 @@ def integer(name: str, value, *, minimum: int | None = None, maximum: int | None
     return int(value)
 
 
+def boolean(name: str, value) -> bool:
+    """``True`` or ``False`` (numpy's bools too): a switch given 1, "no" or None is refused, not guessed."""
+    if type(value).__name__ not in ("bool", "bool_"):
+        raise ParameterError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def positive_int(name: str, value) -> int:
     """An integer >= 1 (sample sizes, generation counts, runs)."""
     return integer(name, value, minimum=1)

@@ -21,7 +21,7 @@ def private_cache(tmp_path_factory):
         yield {**os.environ}
 
 
-def smoke_chain(runs_dir, n_models=N_MODELS, log=None, **overrides):
+def smoke_chain(runs_dir, n_models=N_MODELS, log=None, last_data=True, **overrides):
     """A chain of ``n_models`` models (``n_generations = n_models - 1``) at the smoke settings."""
     return chain.run_chain(settings.smoke(**overrides), n_models - 1, runs_dir=runs_dir, device="cpu",
-                           progress=False, log=log or (lambda message: None))
+                           progress=False, last_data=last_data, log=log or (lambda message: None))

@@ -174,6 +174,7 @@ def test_an_unknown_backend_is_refused_naming_the_parameter(opt):
     (dict(new_tokens=0), "new_tokens must be an integer >= 1"),
     (dict(new_tokens=4, num_beams=0), "num_beams must be an integer >= 1"),
     (dict(new_tokens=4, repetition_penalty=0.0), "repetition_penalty must be > 0"),
+    (dict(new_tokens=4, double_buffered="yes"), "double_buffered must be True or False"),
 ])
 def test_bad_search_parameters_raise_parameter_errors_naming_them(opt, kwargs, message):
     with pytest.raises(validate.ParameterError, match=message):

@@ -118,6 +118,55 @@ def test_a_longer_chain_continues_a_shorter_one_with_the_same_numbers(reference,
     assert _metrics_files(longer.run_dir) == _metrics_files(reference.run_dir)
 
 
+def test_a_chain_without_its_last_models_data_records_everything_else_and_keeps_that_model(reference, tmp_path):
+    from mcutils import validate
+
+    lines = []
+    short = _run(tmp_path, last_data=False, log=lines.append)
+    last = N_MODELS - 1
+    folder = runs.generation_dir(short.run_dir, last)
+    assert short.metrics[last]["samples"] is None and "no data made" in lines[-1]
+    assert not (folder / chain.SAMPLES).exists() and not (folder / chain.PER_SEQUENCE).exists()
+    assert (folder / chain.MODEL / chain.TRAINED).is_file()  # kept, to make the data later
+    assert np.isnan(short.series("samples", "distinct_share")[last])
+    for key in ("test_perplexity", "validation_perplexity", "example"):
+        assert [m[key] for m in short.metrics] == [m[key] for m in reference.metrics]
+    assert short.metrics[:last] == reference.metrics[:last]
+    with pytest.raises(validate.ParameterError, match=f"generation={last}: the chain's last model made no data"):
+        short.per_sequence(last)
+    chain.verify_generations(short.run_dir, N_MODELS)  # its manifest lists what it holds
+
+
+def test_a_longer_run_makes_the_last_models_data_first_the_same_as_an_uninterrupted_run(reference, tmp_path,
+                                                                                         monkeypatch):
+    from mcutils.lm import train
+
+    _run(tmp_path, last_data=False)
+    trained = []
+    original = train.fine_tune
+    monkeypatch.setattr(train, "fine_tune", lambda *a, **k: trained.append(1) or original(*a, **k))
+    same_length = _run(tmp_path)  # last_data=True: the kept model makes them; nothing is trained again
+    assert trained == []
+    assert _metrics_files(same_length.run_dir) == _metrics_files(reference.run_dir)
+    np.testing.assert_array_equal(same_length.samples(N_MODELS - 1), reference.samples(N_MODELS - 1))
+    assert not (runs.generation_dir(same_length.run_dir, N_MODELS - 1) / chain.MODEL).exists()  # then deleted
+
+    other = tmp_path / "other"
+    _run(other, last_data=False)
+    longer = _run(other, n_models=N_MODELS + 1, last_data=False)
+    assert _metrics_files(longer.run_dir)["gen_01"] == _metrics_files(reference.run_dir)["gen_01"]
+    assert longer.metrics[N_MODELS]["samples"] is None
+
+
+def test_last_data_must_be_a_bool_before_any_work(tmp_path):
+    from mcutils import validate
+    with pytest.raises(validate.ParameterError, match="last_data must be True or False"):
+        chain.run_chain(settings.smoke(), 1, runs_dir=tmp_path, last_data="no")
+    with pytest.raises(validate.ParameterError, match="last_data must be True or False"):
+        chain.run_chains([settings.smoke()], 1, runs_dir=tmp_path, last_data=1)
+    assert not list(tmp_path.iterdir())
+
+
 def test_resume_after_a_kill_gives_the_same_metrics(reference, env, tmp_path):
     """Kill a CLI chain (SIGKILL) once generation 0 is complete, rerun it: same numbers as uninterrupted."""
     import torch

@@ -206,3 +206,25 @@ def test_no_flags_runs_the_opt125m_chapters_quick_setting_1_for_its_first_seed(m
     assert called["settings"].run_name == chapter.run_name
     assert called["n_generations"] == p["n_generations"]
     assert called["threads"] == p["cpu_threads"] == 1
+    assert called["last_data"] is True  # every model's data, unless asked otherwise
+
+
+def test_no_last_data_reaches_the_chain(monkeypatch):
+    import torch
+
+    from mcutils.lm import chain
+
+    called = {}
+
+    def fake_run_chain(st, n_generations, **kwargs):
+        called.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(chain, "run_chain", fake_run_chain)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit):
+            main(["--profile", "smoke", "--device", "cpu", "--no-last-data"])
+    finally:
+        torch.set_num_threads(threads)
+    assert called["last_data"] is False

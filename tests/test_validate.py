@@ -29,6 +29,14 @@ def test_bad_integers_are_refused_with_the_parameter_named(call, message):
         call()
 
 
+def test_a_switch_takes_only_true_or_false():
+    assert validate.boolean("last_data", False) is False
+    assert validate.boolean("last_data", np.bool_(True)) is True
+    for value in (1, 0, "no", None):
+        with pytest.raises(ParameterError, match=f"last_data must be True or False, got {value!r}"):
+            validate.boolean("last_data", value)
+
+
 def test_parameter_error_is_a_value_error():
     assert issubclass(ParameterError, ValueError)
 

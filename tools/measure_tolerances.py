@@ -29,7 +29,8 @@ a revision executed on another machine (and with ``--fold-in-number`` single val
 difference between any two of its runs where that is wider (see ``OTHER_MACHINES`` below).
 
 Each configuration gets its own runs folder and model cache, so nothing
-computed under one is read back under another; the reference uses the
+computed under one is read back under another (the tiny models that ship
+pre-trained with mcutils are shared, as every machine shares them); the reference uses the
 checkout's own (``runs/quick``, ``.mcutils_cache``), so that the ``make book``
 that follows reads its chains back instead of training them again.
 

@@ -1,7 +1,7 @@
 """The language-model engine: fine-tune, regenerate by 5-way beam search, score, resume.
 
 Shumailov et al., §4 (OPT-125m on wikitext-2) as one resumable call, with the
-offline stand-ins of the quick profile: a tiny OPT pre-trained here and a
+offline stand-ins of the quick profile: a tiny OPT pre-trained by mcutils (and shipped with it) and a
 synthetic language whose likelihood is exact (:mod:`~mcutils.lm.language`).
 
 Typical use (a chapter)::
@@ -24,7 +24,9 @@ epoch), ``test_perplexity``, ``validation_perplexity``,
 ``test_perplexity_by_true_probability`` (synthetic: the model on rare vs
 common test tokens), ``samples`` (summaries of ``gen0_perplexity`` and
 ``true_perplexity``, ``tail`` survival shares, ``repeated_4gram_share``) and
-``example``; generation 0 adds ``base_test_perplexity`` (zero-shot),
+``example`` (``samples`` is null, and the generation has no data files, for
+a chain's last generation run with ``last_data=False``: its data would train
+no model); generation 0 adds ``base_test_perplexity`` (zero-shot),
 ``real_data`` (the same summaries for the real blocks),
 ``source_true_perplexity`` and ``n_parameters``.
 
@@ -44,7 +46,7 @@ from .settings import (ChainSettings, SyntheticCorpusSpec, TinyModelSpec, for_pr
 
 __all__ = ["ChainSettings", "LanguageSpec", "SyntheticCorpusSpec", "TinyModelSpec", "quick", "paper", "smoke",
            "for_profile", "chapter_settings", "run_chain", "run_chains", "load_chain", "chain_dir", "ChainResult",
-           "SyntheticLanguage", "language_of", "chain_seconds", "standin_tries"]
+           "SyntheticLanguage", "language_of", "base_model_origin", "chain_seconds", "standin_tries"]
 
 
 def chapter_settings(profile: str, lm_profile: str = "", lm_model: str = "", lm_dataset: str = "",
@@ -90,6 +92,12 @@ def language_of(settings: ChainSettings):
     """The synthetic language a chain's settings define (its exact likelihood, topics and tokenizer)."""
     from .language import SyntheticLanguage
     return SyntheticLanguage(settings.language)
+
+
+def base_model_origin(settings: ChainSettings, device: str = "cpu") -> str:
+    """Where the chains' pre-trained model comes from, in words (see :func:`mcutils.lm.model.origin`)."""
+    from .model import origin
+    return origin(settings, device)
 
 
 def chain_seconds(chain) -> float:

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (numbers are reproducible for a given count; default: 1 on the CPU, "
                         "as the chapters)")
     p.add_argument("--keep-models", action="store_true", help="keep every generation's model (disk!)")
+    p.add_argument("--no-last-data", action="store_true",
+                   help="the last model does not continue the training blocks (its data would train no model; "
+                        "the chapters do so): one beam-search pass less, and a longer run makes them first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for action in p._actions:  # HfArgumentParser makes --real_fraction and --real-fraction: show the dashes first
         action.option_strings.sort(key=lambda option: "_" in option)
@@ -164,7 +167,8 @@ def _main(args) -> int:
     from .chain import run_chain
 
     result = run_chain(settings, args.n_generations, runs_dir=args.runs_dir, profile=args.profile,
-                       device=device, progress=not args.no_progress, keep_models=args.keep_models)
+                       device=device, progress=not args.no_progress, keep_models=args.keep_models,
+                       last_data=not args.no_last_data)
     if dist.is_main():
         test = result.series("test_perplexity")
         print(f"{result.run_dir}: generation 0 and {result.n_generations} more; test perplexity "

@@ -254,6 +254,7 @@ def beam_search(model, input_ids: torch.Tensor, *, new_tokens: int, num_beams: i
     keep = max(2, 1 + len(eos)) * K  # Hugging Face keeps (ends + 1) x K candidates, at least 2K
     if double_buffered is None:
         double_buffered = device.type == "cpu"
+    validate.boolean("double_buffered", double_buffered)
     cache = _cache_classes()(_n_layers(model.config), rows, total, bool(double_buffered))
 
     tokens = torch.empty((rows, total), dtype=torch.long, device=device)

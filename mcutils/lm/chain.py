@@ -16,6 +16,12 @@ resumes mid-generation and ends with the same numbers as an uninterrupted
 one.  Only generation 0's model is kept (it scores every later generation's
 data); the others are deleted once their generation is complete.
 
+The last model's data train no model.  With ``last_data=False`` (the
+chapters', which never read them) a chain does not make them: its last
+generation records its model's scores (``"samples": null``) and keeps its
+model, so that a later, longer run makes those data first (the same blocks
+an uninterrupted run makes) and then continues.
+
 A complete generation is verified before it is trusted: its ``metrics.json``
 carries a ``manifest`` (which generation it is; every file it needs, with
 row counts and SHA-256 hashes; the hashes of the earlier samples it was
@@ -98,12 +104,20 @@ class ChainResult:
     def samples(self, generation: int) -> np.ndarray:
         """The token blocks generation ``generation`` produced."""
         from .data import read_blocks
-        return read_blocks(runs.generation_dir(self.run_dir, generation) / SAMPLES)
+        return read_blocks(self._data_file(generation, SAMPLES))
 
     def per_sequence(self, generation: int) -> dict[str, np.ndarray]:
         """Per-block scores of that generation's samples: ``gen0_perplexity`` (and ``true_perplexity``)."""
         from .data import read_columns
-        return read_columns(runs.generation_dir(self.run_dir, generation) / PER_SEQUENCE)
+        return read_columns(self._data_file(generation, PER_SEQUENCE))
+
+    def _data_file(self, generation: int, name: str) -> Path:
+        validate.integer("generation", generation, minimum=0, maximum=self.n_generations)
+        if self.metrics[generation].get("samples") is None:
+            raise validate.ParameterError(
+                f"generation={generation}: the chain's last model made no data (run with last_data=False: they "
+                f"would train no model); run the chain with last_data=True, or one generation further, to make them")
+        return runs.generation_dir(self.run_dir, generation) / name
 
     def real_per_sequence(self) -> dict[str, np.ndarray]:
         """The same per-block scores of the real training blocks (the reference histogram)."""
@@ -162,9 +176,9 @@ def _rel(run_dir: Path, path: Path) -> str:
     return path.relative_to(run_dir).as_posix()
 
 
-def _generation_files(run_dir: Path, g: int) -> list[Path]:
+def _generation_files(run_dir: Path, g: int, with_data: bool = True) -> list[Path]:
     folder = runs.generation_dir(run_dir, g)
-    files = [folder / SAMPLES, folder / PER_SEQUENCE]
+    files = [folder / SAMPLES, folder / PER_SEQUENCE] if with_data else []
     if g == 0:
         from .data import SPLITS
         files += [folder / REFERENCE] + [run_dir / "data" / f"{split}.arrow" for split in SPLITS]
@@ -172,12 +186,15 @@ def _generation_files(run_dir: Path, g: int) -> list[Path]:
     return files
 
 
-def build_manifest(run_dir: Path, g: int, base_fingerprint: str | None) -> dict:
-    """What generation ``g`` holds: its files (rows, SHA-256), its inputs' hashes, the base model."""
+def build_manifest(run_dir: Path, g: int, base_fingerprint: str | None, with_data: bool = True) -> dict:
+    """What generation ``g`` holds: its files (rows, SHA-256), its inputs' hashes, the base model.
+
+    ``with_data=False``: a chain's last generation that made no data (see the module's docstring).
+    """
     from .data import count_rows
 
     files = {}
-    for path in _generation_files(run_dir, g):
+    for path in _generation_files(run_dir, g, with_data):
         entry = {"sha256": runs.file_sha256(path), "bytes": path.stat().st_size}
         if path.suffix == ".arrow":
             entry["rows"] = count_rows(path)
@@ -186,6 +203,22 @@ def build_manifest(run_dir: Path, g: int, base_fingerprint: str | None) -> dict:
               runs.file_sha256(runs.generation_dir(run_dir, h) / SAMPLES) for h in range(g)}
     return {"generation": g, "engine": ENGINE_VERSION, "files": files, "inputs": inputs,
             "base_model": base_fingerprint}
+
+
+def _has_data(run_dir: Path, g: int) -> bool:
+    """Whether complete generation ``g`` made its data (a chain's last, run with ``last_data=False``, did not)."""
+    metrics = runs.read_json(runs.generation_dir(run_dir, g) / runs.METRICS)
+    return metrics.get("samples") is not None
+
+
+def _finished(run_dir: Path, n_models: int, last_data: bool) -> bool:
+    """Whether the chain holds ``n_models`` complete generations, every one with the data it is asked for."""
+    if not all(runs.is_complete(run_dir, g) for g in range(n_models)):
+        return False
+    try:
+        return all(_has_data(run_dir, g) for g in range(n_models if last_data else n_models - 1))
+    except (CorruptRunError, OSError):
+        return False  # not finished: the run that follows verifies the generations and says what is wrong
 
 
 def _advice(run_dir: Path, g: int) -> str:
@@ -321,12 +354,17 @@ def model_fingerprint(model) -> str:
 
 def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, runs_dir: str | Path | None = "",
               profile: str = "quick", device: str = "auto", progress: bool = True, keep_models: bool = False,
-              log=None) -> ChainResult:
+              last_data: bool = True, log=None) -> ChainResult:
     """Run (or resume, or just read) a chain: generation 0, then ``n_generations`` more.
 
     ``n_generations`` counts the refits after generation 0, as everywhere in
     the book, so the chain holds ``n_generations + 1`` models; a paper's "10
     models a chain" is ``n_generations=9``.
+
+    ``last_data=False``: the last model does not continue the training blocks
+    (its data would train no model; a full beam-search pass saved); its test
+    scores and Example 1 are still recorded, and a longer run later makes its
+    data first, the same blocks.
 
     ``settings`` defaults to the ``profile``'s; ``runs_dir`` empty means
     ``runs/<profile>`` in the checkout.  Returns the chain read back from disk.
@@ -335,6 +373,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
     if not isinstance(settings, ChainSettings):
         raise validate.ParameterError(f"settings must be a ChainSettings, got {type(settings).__name__}")
     n_models = check_n_generations(n_generations) + 1
+    validate.boolean("last_data", last_data)
     check_hub(settings)  # seconds, before any long import or work
     device = validate.resolve_device(device)
     check_precision(settings.precision, device)
@@ -348,7 +387,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
         raise validate.ParameterError(
             f"batch_size={settings.batch_size} must be a multiple of the number of processes ({world})")
     _check_stored_settings(run_dir, settings)
-    if dist.agree(all(runs.is_complete(run_dir, g) for g in range(n_models))):
+    if dist.agree(_finished(run_dir, n_models, last_data)):
         verify_generations(run_dir, n_models, need_model=False)  # reading only: no lock, no write
         return load_chain(run_dir, n_generations)
     with ExitStack() as stack:
@@ -361,7 +400,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
         try:
             _write_settings(run_dir, settings)
             verify_generations(run_dir, n_models, need_model=True)
-            return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_models)
+            return _Chain(settings, run_dir, device, progress, keep_models, log).run(n_models, last_data)
         except OSError as exc:
             error = runs.write_error(exc, run_dir.parent)
             if error is None:
@@ -370,7 +409,7 @@ def run_chain(settings: ChainSettings | None = None, n_generations: int = 9, *, 
 
 
 def run_chains(settings_list, n_generations: int = 9, *, jobs: int | None = None, runs_dir: str | Path | None = "",
-               profile: str = "quick", device: str = "auto", log=None) -> list[ChainResult]:
+               profile: str = "quick", device: str = "auto", last_data: bool = True, log=None) -> list[ChainResult]:
     """:func:`run_chain` for several independent chains, ``jobs`` of them at once on the CPU.
 
     Each chain is deterministic given its settings and the thread count, so running
@@ -385,18 +424,19 @@ def run_chains(settings_list, n_generations: int = 9, *, jobs: int | None = None
 
     settings_list = list(settings_list)
     check_n_generations(n_generations)
+    validate.boolean("last_data", last_data)
     resolved = validate.resolve_device(device)
     threads = torch.get_num_threads()
     if jobs is None:
         jobs = max(1, (os.cpu_count() or 1) // max(threads, 1))
     validate.positive_int("jobs", jobs)
-    kwargs = dict(runs_dir=runs_dir, profile=profile, device=device, progress=False, log=log)
+    kwargs = dict(runs_dir=runs_dir, profile=profile, device=device, progress=False, last_data=last_data, log=log)
     pending = [k for k, st in enumerate(settings_list)
-               if not all(runs.is_complete(chain_dir(st, runs_dir, profile), g) for g in range(n_generations + 1))]
+               if not _finished(chain_dir(st, runs_dir, profile), n_generations + 1, last_data)]
     if jobs == 1 or len(pending) < 2 or resolved != "cpu" or dist.rank_and_world()[1] > 1:
         return [run_chain(st, n_generations, **kwargs) for st in settings_list]
     from . import model as lm_model
-    tiny = {str(lm_model.tiny_dir(st, resolved)): st for st in (settings_list[k] for k in pending) if st.model == TINY}
+    tiny = {str(lm_model.tiny_source(st, resolved)): st for st in (settings_list[k] for k in pending) if st.model == TINY}
     for st in tiny.values():
         lm_model.ensure_tiny(st, resolved, progress=False, log=log or _default_log)
     import multiprocessing
@@ -406,8 +446,8 @@ def run_chains(settings_list, n_generations: int = 9, *, jobs: int | None = None
                              initializer=_chain_worker_init, initargs=(threads,)) as pool:
         # The longest chains first (most epochs a generation), so that no worker is left alone at the end.
         order = sorted(pending, key=lambda k: -settings_list[k].epochs)
-        futures = [pool.submit(_chain_worker, settings_list[k].to_dict(), n_generations, runs_dir, profile, device)
-                   for k in order]
+        futures = [pool.submit(_chain_worker, settings_list[k].to_dict(), n_generations, runs_dir, profile, device,
+                               last_data) for k in order]
         for future in futures:
             future.result()  # a worker's error is raised here, with its message
     return [run_chain(st, n_generations, **kwargs) for st in settings_list]  # all complete: read back
@@ -418,9 +458,9 @@ def _chain_worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _chain_worker(settings: dict, n_generations: int, runs_dir, profile: str, device: str) -> str:
+def _chain_worker(settings: dict, n_generations: int, runs_dir, profile: str, device: str, last_data: bool) -> str:
     result = run_chain(ChainSettings.from_dict(settings), n_generations, runs_dir=runs_dir, profile=profile,
-                       device=device, progress=False, log=lambda message: None)
+                       device=device, progress=False, last_data=last_data, log=lambda message: None)
     return str(result.run_dir)
 
 
@@ -590,11 +630,18 @@ class _Chain:
             stored = (runs.read_json(runs.generation_dir(self.run_dir, 0) / runs.METRICS).get(MANIFEST)
                       or {}).get("base_model")
         if stored is not None and stored != fingerprint:
-            model = self.settings.model
-            where = "the cached tiny model (MCUTILS_CACHE_DIR)" if model == "tiny" else repr(model)
+            from . import model as lm_model
+
+            model, restore = self.settings.model, "Restore that model"
+            where = repr(model)
+            if model == TINY:
+                where = f"the tiny model ({lm_model.tiny_source(self.settings, self.device)})"
+                if lm_model.shipped_dir(self.settings) is not None:  # a chain begun from one pre-trained here
+                    restore = (f"Set {lm_model.BUILD_ENV}=1 to use the tiny model pre-trained on this machine, "
+                               "as before mcutils shipped one")
             raise CorruptRunError(
                 f"{self.run_dir} was started from another base model than {where} is now (fingerprint {stored}, "
-                f"now {fingerprint}); its generations would not continue the same chain. Restore that model, "
+                f"now {fingerprint}); its generations would not continue the same chain. {restore}, "
                 f"or delete {self.run_dir} to start the chain again")
         if not path.is_file() and dist.is_main():
             runs.atomic_write_json(path, {"model": self.settings.model, "fingerprint": fingerprint})
@@ -659,21 +706,28 @@ class _Chain:
         return self._generated(generation - 1)
 
     # -- one generation -------------------------------------------------------------------
-    def run(self, n_models: int) -> ChainResult:
+    def run(self, n_models: int, last_data: bool = True) -> ChainResult:
         from tqdm.auto import tqdm
 
         bar = tqdm(range(n_models), desc=f"chain {self.run_dir.name}", unit="gen",
                    disable=not (self.progress and dist.is_main()))
         for generation in bar:
+            wanted = last_data or generation < n_models - 1  # the last model's data train no model
             if dist.agree(runs.is_complete(self.run_dir, generation)):
+                if wanted and not dist.agree(_has_data(self.run_dir, generation)):
+                    self.log(_one_line(self.make_data(generation)))  # the end of a shorter run, continued
                 continue
-            metrics = self.generation(generation)
+            metrics = self.generation(generation, wanted)
             self.log(_one_line(metrics))
         bar.close()
         return load_chain(self.run_dir, n_models - 1)
 
-    def generation(self, g: int) -> dict:
-        """Generation ``g``, step by step; each step reuses what a killed run already saved."""
+    def generation(self, g: int, make_data: bool = True) -> dict:
+        """Generation ``g``, step by step; each step reuses what a killed run already saved.
+
+        ``make_data=False`` (a chain's last model): no continuations of the training
+        blocks unless a killed run already saved them; the model is kept to make them later.
+        """
         timing: dict[str, float] = {}
         start = time.perf_counter()
         with _timed(timing, "train_s"):
@@ -681,13 +735,34 @@ class _Chain:
             model, training = self.train(g, data)
         with _timed(timing, "evaluate_s"):
             evaluation = self.evaluate(model)
-        with _timed(timing, "generate_s"):
-            samples = self.regenerate(g, model)
+        samples = None
+        if make_data or dist.agree((runs.generation_dir(self.run_dir, g) / SAMPLES).is_file()):
+            with _timed(timing, "generate_s"):
+                samples = self.regenerate(g, model)
         with _timed(timing, "score_s"):
             columns, metrics = self.score(g, model, samples, evaluation)
             metrics = {"generation": g, "training_data": _describe_training_data(data, source),
                        "training": training, **metrics}
         timing["total_s"] = time.perf_counter() - start
+        self.save(g, metrics, columns, timing)
+        return metrics
+
+    def make_data(self, g: int) -> dict:
+        """Complete generation ``g``'s data, which it did not make as a chain's last: its kept model continues
+        every prompt block, generation 0 scores them, and ``metrics.json`` is written again with them."""
+        folder = runs.generation_dir(self.run_dir, g)
+        if not dist.agree((folder / MODEL / TRAINED).is_file()):
+            raise CorruptRunError(f"{folder} made no data (it was a chain's last generation) and its model, which "
+                                  f"would make them, is missing; {_advice(self.run_dir, g)}")
+        model = _load_model(folder / MODEL)
+        timing = runs.read_json(folder / TIMING)
+        metrics = {k: v for k, v in runs.read_json(folder / runs.METRICS).items() if k != MANIFEST}
+        start = time.perf_counter()
+        with _timed(timing, "generate_s"):
+            samples = self.regenerate(g, model)
+        with _timed(timing, "score_s"):
+            columns, metrics["samples"] = self.score_samples(g, model, samples)
+        timing["total_s"] = timing.get("total_s", 0.0) + time.perf_counter() - start
         self.save(g, metrics, columns, timing)
         return metrics
 
@@ -750,29 +825,14 @@ class _Chain:
         self.samples[g] = samples
         return samples
 
-    def score(self, g: int, model, samples: np.ndarray, evaluation: dict) -> tuple[dict, dict]:
-        """``(per-block columns, metrics)``: the samples scored by generation 0, the model's test scores."""
+    def score(self, g: int, model, samples: np.ndarray | None, evaluation: dict) -> tuple[dict | None, dict]:
+        """``(per-block columns, metrics)``: the samples scored by generation 0, the model's test scores
+        (no samples: no columns, and ``"samples": None``)."""
         from .generate import continue_text
-        from .metrics import (distinct_share, perplexity, perplexity_by_true_probability, repeated_ngram_share,
-                              sequence_losses, summary)
+        from .metrics import perplexity, perplexity_by_true_probability
 
-        settings, score = self.settings, self._scoring()
-        scorer = model if g == 0 else self._gen0_model()
-        columns = {"gen0_perplexity": np.exp(sequence_losses(scorer, samples, **score))}
-        if self.language is not None:
-            columns["true_perplexity"] = self.language.sequence_perplexity(samples)
-        sample_metrics = {name: summary(values) for name, values in columns.items()}
-        sample_metrics["tail"] = self.tail.survival(samples)
-        sample_metrics["repeated_4gram_share"] = repeated_ngram_share(samples)
-        sample_metrics["distinct_share"] = distinct_share(samples)
-        sample_metrics["n_blocks"] = int(len(samples))
-        if self.language is not None:
-            # Against the truth: does a continuation stay on its prompt's topic (the exact posterior), and
-            # how many of its transitions does only the source's back-off make?
-            prompt_topics = self.language.topic_of(self.prompts(g))
-            sample_metrics["topic_kept"] = float(np.mean(self.language.topic_of(samples) == prompt_topics))
-            sample_metrics["off_grammar_share"] = float(np.mean(self.language.off_grammar(samples, prompt_topics)))
-
+        settings = self.settings
+        columns, sample_metrics = self.score_samples(g, model, samples) if samples is not None else (None, None)
         test_token_losses = evaluation["test_token_losses"]
         example_prompt = self.tokenizer.decode(self.blocks["test"][0])
         metrics = {
@@ -789,11 +849,35 @@ class _Chain:
                                                       device=self.device)},
         }
         if g == 0:
-            metrics.update(self._generation0_extras(score))
+            metrics.update(self._generation0_extras(self._scoring()))
         return columns, metrics
 
-    def save(self, g: int, metrics: dict, columns: dict, timing: dict) -> None:
-        """Write the generation; ``metrics.json`` last, with its manifest: then the generation is complete."""
+    def score_samples(self, g: int, model, samples: np.ndarray) -> tuple[dict, dict]:
+        """``(per-block columns, summaries)`` of generation ``g``'s samples, scored by generation 0 and the truth."""
+        from .metrics import distinct_share, repeated_ngram_share, sequence_losses, summary
+
+        scorer = model if g == 0 else self._gen0_model()
+        columns = {"gen0_perplexity": np.exp(sequence_losses(scorer, samples, **self._scoring()))}
+        if self.language is not None:
+            columns["true_perplexity"] = self.language.sequence_perplexity(samples)
+        sample_metrics = {name: summary(values) for name, values in columns.items()}
+        sample_metrics["tail"] = self.tail.survival(samples)
+        sample_metrics["repeated_4gram_share"] = repeated_ngram_share(samples)
+        sample_metrics["distinct_share"] = distinct_share(samples)
+        sample_metrics["n_blocks"] = int(len(samples))
+        if self.language is not None:
+            # Against the truth: does a continuation stay on its prompt's topic (the exact posterior), and
+            # how many of its transitions does only the source's back-off make?
+            prompt_topics = self.language.topic_of(self.prompts(g))
+            sample_metrics["topic_kept"] = float(np.mean(self.language.topic_of(samples) == prompt_topics))
+            sample_metrics["off_grammar_share"] = float(np.mean(self.language.off_grammar(samples, prompt_topics)))
+        return columns, sample_metrics
+
+    def save(self, g: int, metrics: dict, columns: dict | None, timing: dict) -> None:
+        """Write the generation; ``metrics.json`` last, with its manifest: then the generation is complete.
+
+        Without data (``columns`` None) the model is kept: a longer run makes them with it.
+        """
         import torch
 
         from .data import save_table
@@ -802,12 +886,14 @@ class _Chain:
         # CPU results depend (slightly, then chaotically over generations) on the thread count
         timing = {**timing, "world_size": dist.rank_and_world()[1], "device": self.device,
                   "torch_threads": torch.get_num_threads()}
+        with_data = columns is not None
         if dist.is_main():
-            save_table(folder / PER_SEQUENCE, _table(columns))
+            if with_data:
+                save_table(folder / PER_SEQUENCE, _table(columns))
             runs.atomic_write_json(folder / TIMING, timing)
-            stored = {**_jsonable(metrics), MANIFEST: build_manifest(self.run_dir, g, self.base_fingerprint)}
-            runs.atomic_write_json(folder / runs.METRICS, stored)  # last: the generation is complete
-            if g > 0 and not self.keep_models:
+            manifest = build_manifest(self.run_dir, g, self.base_fingerprint, with_data)
+            runs.atomic_write_json(folder / runs.METRICS, {**_jsonable(metrics), MANIFEST: manifest})  # last
+            if g > 0 and with_data and not self.keep_models:
                 shutil.rmtree(folder / MODEL, ignore_errors=True)
         dist.barrier()
 
@@ -904,8 +990,10 @@ def _one_line(m: dict) -> str:
     parts = [f"gen {m['generation']:02d}",
              f"train {m['training_data']['n_blocks']} blocks ({m['training_data']['n_real_blocks']} real)",
              f"best epoch {m['training']['best_epoch']}",
-             f"test ppl {m['test_perplexity']:.2f}",
-             f"samples: gen-0 ppl median {s['gen0_perplexity']['q50']:.2f} (q95 {s['gen0_perplexity']['q95']:.2f})"]
+             f"test ppl {m['test_perplexity']:.2f}"]
+    if s is None:
+        return " | ".join(parts + ["no data made (the chain's last model)"])
+    parts.append(f"samples: gen-0 ppl median {s['gen0_perplexity']['q50']:.2f} (q95 {s['gen0_perplexity']['q95']:.2f})")
     if "true_perplexity" in s:
         parts.append(f"true ppl median {s['true_perplexity']['q50']:.2f}")
     from .metrics import tail_kept_text

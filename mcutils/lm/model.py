@@ -9,15 +9,20 @@ decodes to nothing), pre-trained on the *related* language of
 :mod:`mcutils.lm.language` so that, like OPT-125m on wikitext-2, it knows the
 words but still has to be fine-tuned on the target.
 
-The pre-trained tiny model is cached in safetensors under
-``$MCUTILS_CACHE_DIR``, else ``<checkout>/.mcutils_cache`` (git-ignored),
-else ``~/.cache/mcutils``, in a folder named by the hash of its settings; a
-fresh clone rebuilds it on first use.
+The profiles' pre-trained tiny models ship with mcutils (``pretrained/``,
+written by ``tools/ship_tiny_models.py``), as OPT-125m's weights come from the
+hub: every machine starts its chains from the same weights, and a chapter does
+not spend its first minute pre-training.  Any other tiny model, or any tiny
+model when ``MCUTILS_BUILD_TINY=1``, is pre-trained here on first use and
+cached in safetensors under ``$MCUTILS_CACHE_DIR``, else
+``<checkout>/.mcutils_cache`` (git-ignored), else ``~/.cache/mcutils``, in a
+folder named by the hash of its settings and of the machine's arithmetic.
 """
 from __future__ import annotations
 
 import copy
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -39,6 +44,9 @@ HELD_OUT_SAMPLE = 102            # the held-out blocks that choose the best epoc
 STREAM_TINY_WEIGHTS = 0x71A1     # the initial weights
 STREAM_TINY_TRAINING = 0x71A2    # the Trainer's seed (data order, dropout)
 PRETRAINING_INFO = "mcutils_pretraining.json"
+SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"  # the profiles' tiny models, pre-trained once
+BUILD_ENV = "MCUTILS_BUILD_TINY"  # "1": pre-train every tiny model here, shipped or not
+WEIGHTS = "model.safetensors"
 
 
 def tiny_seed(language_seed: int, stream: int) -> int:
@@ -94,15 +102,57 @@ def arithmetic_key(device: str = "cpu", threads: int | None = None) -> dict:
     return key
 
 
-def tiny_key(settings: ChainSettings, device: str = "cpu") -> dict:
-    """Everything the pre-trained tiny model depends on, the machine's arithmetic included."""
+def recipe_key(settings: ChainSettings) -> dict:
+    """Everything the pre-trained tiny model's recipe depends on: the code's format and the settings."""
     return {"format": CACHE_FORMAT, "language": settings.language.to_dict(),
-            "tiny": settings.to_dict()["tiny"], "block_size": settings.block_size,
+            "tiny": settings.to_dict()["tiny"], "block_size": settings.block_size}
+
+
+def tiny_key(settings: ChainSettings, device: str = "cpu") -> dict:
+    """Everything a tiny model pre-trained here depends on, the machine's arithmetic included."""
+    return {**recipe_key(settings),
             "arithmetic": arithmetic_key(device, pretraining_threads() if device == "cpu" else None)}
 
 
 def tiny_dir(settings: ChainSettings, device: str = "cpu") -> Path:
+    """Where a tiny model pre-trained on this machine is cached (whether or not one ships)."""
     return cache_dir() / "lm" / runs.run_name("tiny-opt", tiny_key(settings, device))
+
+
+def build_here() -> bool:
+    """``MCUTILS_BUILD_TINY=1``: pre-train every tiny model on this machine, even one that ships."""
+    value = os.environ.get(BUILD_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise validate.ParameterError(f"{BUILD_ENV} must be 1 (pre-train the tiny model here) or 0 / unset "
+                                      f"(use the one shipped with mcutils where there is one), got {value!r}")
+    return value == "1"
+
+
+def shipped_dir(settings: ChainSettings) -> Path | None:
+    """The tiny model shipped with mcutils for these settings; None where none ships or ``MCUTILS_BUILD_TINY=1``."""
+    if build_here():
+        return None
+    folder = SHIPPED_DIR / runs.run_name("tiny-opt", recipe_key(settings))
+    if not (folder / PRETRAINING_INFO).is_file():
+        return None
+    _check_shipped(folder)
+    return folder
+
+
+@functools.lru_cache(maxsize=None)
+def _check_shipped(folder: Path) -> None:
+    """Refuse shipped weights that are not the ones recorded beside them (once a process)."""
+    recorded = json.loads((folder / PRETRAINING_INFO).read_text()).get("weights_sha256")
+    path = folder / WEIGHTS
+    if not path.is_file() or runs.file_sha256(path) != recorded:
+        raise RuntimeError(
+            f"the tiny model shipped in {folder} is damaged ({WEIGHTS} is missing or not the file recorded in "
+            f"{PRETRAINING_INFO}); reinstall mcutils, or set {BUILD_ENV}=1 to pre-train it on this machine")
+
+
+def tiny_source(settings: ChainSettings, device: str = "cpu") -> Path:
+    """The folder the tiny model is loaded from: the shipped one, else this machine's cache (maybe not built yet)."""
+    return shipped_dir(settings) or tiny_dir(settings, device)
 
 
 def tiny_config(vocab_size: int, settings: ChainSettings):
@@ -145,7 +195,11 @@ def _lock(path: Path):
 
 
 def ensure_tiny(settings: ChainSettings, device: str = "cpu", progress: bool = True, log=print) -> Path:
-    """The cached pre-trained tiny model's folder, built first if absent (about a minute on 2 cores)."""
+    """The pre-trained tiny model's folder: the shipped one, else the cached one, pre-trained first if absent
+    (the quick profile's: about a minute and a half on 2 cores)."""
+    shipped = shipped_dir(settings)
+    if shipped is not None:
+        return shipped
     target = tiny_dir(settings, device)
     if dist.agree((target / PRETRAINING_INFO).is_file()):
         return target
@@ -281,6 +335,26 @@ def load_model(folder: Path):
 
 
 def info(settings: ChainSettings, device: str = "cpu") -> dict:
-    """The cached tiny model's pre-training record (empty for a real model)."""
-    path = tiny_dir(settings, device) / PRETRAINING_INFO
-    return json.loads(path.read_text()) if settings.model == TINY and path.is_file() else {}
+    """The tiny model's pre-training record, shipped or cached (empty for a real model or one not built yet)."""
+    if settings.model != TINY:
+        return {}
+    path = tiny_source(settings, device) / PRETRAINING_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def origin(settings: ChainSettings, device: str = "cpu") -> str:
+    """Where a chain's pre-trained model comes from, in words: the hub, mcutils' shipped weights, or this machine."""
+    if settings.model != TINY:
+        where = "a local folder" if os.path.isdir(settings.model) else "the Hugging Face hub"
+        return f"pre-trained model {settings.model!r} from {where}"
+    shipped = shipped_dir(settings)
+    if shipped is None:
+        record = info(settings, device)
+        how = f"{BUILD_ENV}=1" if build_here() else "no pre-trained weights ship for these settings"
+        held_out = (f"; held-out perplexity {record['held_out_perplexity']:.1f}" if record else "")
+        return f"pre-trained on this machine ({how}), cached in {tiny_dir(settings, device)}{held_out}"
+    record = json.loads((shipped / PRETRAINING_INFO).read_text())
+    return (f"pre-trained by mcutils on the related language ({record['pretraining']['steps']} steps, "
+            f"{record['build_seconds']:.0f} s on {record['built_on']}; held-out perplexity "
+            f"{record['held_out_perplexity']:.1f}) and shipped with it, as OPT-125m's weights come from the hub "
+            f"({BUILD_ENV}=1 pre-trains it here)")

@@ -1,0 +1,121 @@
+"""The profiles' pre-trained tiny models ship with mcutils, and are what their recipe builds."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcutils import validate
+from mcutils.lm import chain, data, metrics, settings
+from mcutils.lm import model as lm_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_PROFILES = ("quick", "small")  # as tools/ship_tiny_models.py
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCUTILS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(lm_model.BUILD_ENV, raising=False)
+    lm_model._check_shipped.cache_clear()
+    yield
+    lm_model._check_shipped.cache_clear()
+
+
+def _recorded(folder: Path) -> dict:
+    return json.loads((folder / lm_model.PRETRAINING_INFO).read_text())
+
+
+@pytest.mark.parametrize("profile", SHIPPED_PROFILES)
+def test_the_profiles_chains_start_from_the_shipped_model_without_pretraining(profile, tmp_path):
+    s = settings.for_profile(profile)
+    shipped = lm_model.shipped_dir(s)
+    assert shipped is not None, (f"no tiny model ships for the {profile} profile's recipe: run "
+                                 "`python tools/ship_tiny_models.py` after changing its model, language or CACHE_FORMAT")
+    record = _recorded(shipped)
+    assert record["recipe"] == lm_model.recipe_key(s)
+    model, tokenizer = lm_model.load_base_model(s, progress=False)
+    assert chain.model_fingerprint(model) == record["fingerprint"]
+    assert len(tokenizer) == model.config.vocab_size
+    assert lm_model.info(s)["fingerprint"] == record["fingerprint"]
+    assert not (tmp_path / "cache").exists()  # nothing pre-trained, nothing cached
+
+
+def test_no_folder_ships_that_no_profile_uses():
+    wanted = {shipped.name for shipped in (lm_model.shipped_dir(settings.for_profile(p)) for p in SHIPPED_PROFILES)}
+    present = {p.name for p in lm_model.SHIPPED_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert present == wanted
+
+
+def test_the_shipped_models_are_package_data():
+    import tomllib
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = package_data["mcutils.lm"]
+    for profile in SHIPPED_PROFILES:
+        shipped = lm_model.shipped_dir(settings.for_profile(profile))
+        for path in shipped.iterdir():
+            relative = path.relative_to(lm_model.SHIPPED_DIR.parent)
+            assert any(relative.match(pattern) for pattern in patterns), f"{relative} would not be installed"
+
+
+def test_a_damaged_shipped_model_is_refused_naming_the_way_out(tmp_path, monkeypatch):
+    s = settings.quick()
+    copy = tmp_path / "pretrained"
+    shutil.copytree(lm_model.SHIPPED_DIR, copy)
+    monkeypatch.setattr(lm_model, "SHIPPED_DIR", copy)
+    weights = lm_model.shipped_dir(s) / lm_model.WEIGHTS
+    lm_model._check_shipped.cache_clear()
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 1
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(RuntimeError, match=f"damaged.*{lm_model.BUILD_ENV}=1"):
+        lm_model.load_base_model(s, progress=False)
+
+
+def test_build_here_bypasses_the_shipped_model_and_a_bad_value_is_refused(monkeypatch):
+    s = settings.quick()
+    monkeypatch.setenv(lm_model.BUILD_ENV, "1")
+    assert lm_model.shipped_dir(s) is None
+    assert lm_model.tiny_source(s) == lm_model.tiny_dir(s)
+    monkeypatch.setenv(lm_model.BUILD_ENV, "yes")
+    with pytest.raises(validate.ParameterError, match=f"{lm_model.BUILD_ENV} must be 1"):
+        lm_model.tiny_source(s)
+
+
+def test_a_profile_without_a_shipped_model_is_pretrained_here():
+    s = settings.smoke()
+    assert lm_model.shipped_dir(s) is None
+    assert lm_model.tiny_source(s) == lm_model.tiny_dir(s)
+
+
+def _zero_shot_perplexity(s, model, tokenizer) -> float:
+    test = data.load_blocks(s, tokenizer)["test"]
+    return float(metrics.perplexity(metrics.sequence_losses(model, test, batch_size=s.eval_batch_size)))
+
+
+@pytest.mark.slow
+def test_the_quick_recipe_pretrains_the_shipped_model_again(monkeypatch):
+    """About a minute and a half on 2 cores: the quick model pre-trained here, compared with the shipped one.
+
+    On a machine with the shipped model's arithmetic (instruction set, thread count,
+    torch) the weights must be bitwise equal. Elsewhere torch rounds differently; the
+    zero-shot test perplexity must then lie within the tolerance 06 shows for that key
+    number (``book/_tolerances.json``), which was measured by pre-training the model
+    under five kernel paths and thread counts.
+    """
+    s = settings.quick()
+    shipped = lm_model.shipped_dir(s)
+    record = _recorded(shipped)
+    ours_shipped = _zero_shot_perplexity(s, *lm_model.load_base_model(s, progress=False))
+    monkeypatch.setenv(lm_model.BUILD_ENV, "1")
+    model, tokenizer = lm_model.load_base_model(s, progress=False)
+    rebuilt = _zero_shot_perplexity(s, model, tokenizer)
+    if lm_model.tiny_key(s)["arithmetic"] == record["key"]["arithmetic"]:
+        assert chain.model_fingerprint(model) == record["fingerprint"]
+    tolerance = json.loads((ROOT / "book" / "_tolerances.json").read_text())[
+        "chapters"]["06_opt125m"]["zero_shot_perplexity"]["tolerance"]
+    assert abs(rebuilt - ours_shipped) <= tolerance, (rebuilt, ours_shipped, tolerance)
+    assert np.isfinite(rebuilt)

@@ -119,3 +119,13 @@ def test_the_quick_recipe_pretrains_the_shipped_model_again(monkeypatch):
         "chapters"]["06_opt125m"]["zero_shot_perplexity"]["tolerance"]
     assert abs(rebuilt - ours_shipped) <= tolerance, (rebuilt, ours_shipped, tolerance)
     assert np.isfinite(rebuilt)
+
+
+def test_the_chapter_says_where_the_pretrained_model_comes_from(monkeypatch):
+    from mcutils import lm
+
+    quick = settings.quick()
+    assert "shipped with it" in lm.base_model_origin(quick)
+    assert "from the Hugging Face hub" in lm.base_model_origin(settings.paper())
+    monkeypatch.setenv(lm_model.BUILD_ENV, "1")
+    assert f"on this machine ({lm_model.BUILD_ENV}=1)" in lm.base_model_origin(quick)

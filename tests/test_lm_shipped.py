@@ -50,15 +50,24 @@ def test_no_folder_ships_that_no_profile_uses():
     assert present == wanted
 
 
-def test_the_shipped_models_are_package_data():
-    import tomllib
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    patterns = package_data["mcutils.lm"]
+def test_a_built_wheel_carries_the_shipped_models(tmp_path):
+    """What a pip install from git (Colab) gets: built from a copy, so the checkout gains no build/ folder."""
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "mcutils", source / "mcutils", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
     for profile in SHIPPED_PROFILES:
         shipped = lm_model.shipped_dir(settings.for_profile(profile))
         for path in shipped.iterdir():
-            relative = path.relative_to(lm_model.SHIPPED_DIR.parent)
-            assert any(relative.match(pattern) for pattern in patterns), f"{relative} would not be installed"
+            assert path.relative_to(ROOT).as_posix() in names, f"{path.relative_to(ROOT)} is not in the wheel"
 
 
 def test_a_damaged_shipped_model_is_refused_naming_the_way_out(tmp_path, monkeypatch):

@@ -43,7 +43,9 @@ def integer(name: str, value, *, minimum: int | None = None, maximum: int | None
 
 def boolean(name: str, value) -> bool:
     """``True`` or ``False`` (numpy's bools too): a switch given 1, "no" or None is refused, not guessed."""
-    if type(value).__name__ not in ("bool", "bool_"):
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
         raise ParameterError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return bool(value)
 

@@ -5,7 +5,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mcutils import validate
@@ -13,7 +12,7 @@ from mcutils.lm import chain, data, metrics, settings
 from mcutils.lm import model as lm_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_PROFILES = ("quick", "small")  # as tools/ship_tiny_models.py
+SHIPPED_PROFILES = lm_model.SHIPPED_PROFILES
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +79,7 @@ def test_a_damaged_shipped_model_is_refused_naming_the_way_out(tmp_path, monkeyp
     raw = bytearray(weights.read_bytes())
     raw[-1] ^= 1
     weights.write_bytes(bytes(raw))
-    with pytest.raises(RuntimeError, match=f"damaged.*{lm_model.BUILD_ENV}=1"):
+    with pytest.raises(validate.UserError, match=f"damaged.*{lm_model.BUILD_ENV}=1"):
         lm_model.load_base_model(s, progress=False)
 
 
@@ -109,25 +108,20 @@ def _zero_shot_perplexity(s, model, tokenizer) -> float:
 def test_the_quick_recipe_pretrains_the_shipped_model_again(monkeypatch):
     """About a minute and a half on 2 cores: the quick model pre-trained here, compared with the shipped one.
 
-    On a machine with the shipped model's arithmetic (instruction set, thread count,
-    torch) the weights must be bitwise equal. Elsewhere torch rounds differently; the
-    zero-shot test perplexity must then lie within the tolerance 06 shows for that key
-    number (``book/_tolerances.json``), which was measured by pre-training the model
-    under five kernel paths and thread counts.
+    Torch rounds differently on another CPU (even one with the same instruction set: MKL
+    dispatches per vendor), so the weights are not compared bit for bit. The zero-shot
+    test perplexity of the model pre-trained here must lie within the tolerance 06 shows
+    for that key number (``book/_tolerances.json``), measured by pre-training the model
+    under several kernel paths and thread counts and on other machines. (On the machine
+    that shipped it, the weights came out bitwise equal.)
     """
     s = settings.quick()
-    shipped = lm_model.shipped_dir(s)
-    record = _recorded(shipped)
-    ours_shipped = _zero_shot_perplexity(s, *lm_model.load_base_model(s, progress=False))
+    shipped = _zero_shot_perplexity(s, *lm_model.load_base_model(s, progress=False))
     monkeypatch.setenv(lm_model.BUILD_ENV, "1")
-    model, tokenizer = lm_model.load_base_model(s, progress=False)
-    rebuilt = _zero_shot_perplexity(s, model, tokenizer)
-    if lm_model.tiny_key(s)["arithmetic"] == record["key"]["arithmetic"]:
-        assert chain.model_fingerprint(model) == record["fingerprint"]
+    rebuilt = _zero_shot_perplexity(s, *lm_model.load_base_model(s, progress=False))
     tolerance = json.loads((ROOT / "book" / "_tolerances.json").read_text())[
         "chapters"]["06_opt125m"]["zero_shot_perplexity"]["tolerance"]
-    assert abs(rebuilt - ours_shipped) <= tolerance, (rebuilt, ours_shipped, tolerance)
-    assert np.isfinite(rebuilt)
+    assert abs(rebuilt - shipped) <= tolerance, (rebuilt, shipped, tolerance)
 
 
 def test_the_chapter_says_where_the_pretrained_model_comes_from(monkeypatch):

@@ -35,7 +35,7 @@ from mcutils.lm import settings as lm_settings  # noqa: E402
 from mcutils.lm.chain import model_fingerprint  # noqa: E402
 from mcutils.reproduce import detect_machine  # noqa: E402
 
-SHIPPED_PROFILES = ("quick", "small")  # the profiles whose chains a chapter runs on the tiny model
+SHIPPED_PROFILES = lm_model.SHIPPED_PROFILES
 
 
 def ship(profile: str) -> Path:

@@ -47,6 +47,7 @@ PRETRAINING_INFO = "mcutils_pretraining.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"  # the profiles' tiny models, pre-trained once
 BUILD_ENV = "MCUTILS_BUILD_TINY"  # "1": pre-train every tiny model here, shipped or not
 WEIGHTS = "model.safetensors"
+SHIPPED_PROFILES = ("quick", "small")  # the profiles whose tiny model ships (06's stand-in, 07's small model)
 
 
 def tiny_seed(language_seed: int, stream: int) -> int:
@@ -145,7 +146,7 @@ def _check_shipped(folder: Path) -> None:
     recorded = json.loads((folder / PRETRAINING_INFO).read_text()).get("weights_sha256")
     path = folder / WEIGHTS
     if not path.is_file() or runs.file_sha256(path) != recorded:
-        raise RuntimeError(
+        raise validate.UserError(
             f"the tiny model shipped in {folder} is damaged ({WEIGHTS} is missing or not the file recorded in "
             f"{PRETRAINING_INFO}); reinstall mcutils, or set {BUILD_ENV}=1 to pre-train it on this machine")
 
